@@ -1,0 +1,12 @@
+//! vene: causal interventions on neural networks, as an embeddable engine.
+//!
+//! The engine loads real model files into our own architectures ([`model`]), each of which
+//! calls a hook at every named intervention site ([`site`]).
+
+pub mod error;
+pub mod model;
+pub mod site;
+
+pub use error::{Error, Result};
+pub use model::{ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, ModelInfo, NoHooks};
+pub use site::{Component, Site, SiteInfo};

@@ -1,0 +1,282 @@
+//! Models with named hook sites: our own implementations of each architecture on candle.
+
+pub mod gguf;
+pub mod gpt2;
+pub mod gpt_neox;
+pub mod hooks;
+pub mod input;
+pub mod llama;
+pub mod load;
+pub mod mlp;
+pub mod ops;
+pub mod tokenizer;
+
+pub use hooks::{Hooks, NoHooks, Recorder};
+pub use input::{ForwardOptions, ForwardOutput, Input, LogitPositions};
+
+use crate::error::Result;
+use crate::invalid;
+use crate::site::{Component, Site, SiteInfo};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use serde::Serialize;
+use std::path::Path;
+
+/// What every architecture implements. Implementations are immutable after load, so one model
+/// serves any number of threads.
+pub trait Architecture: Send + Sync {
+    /// Runs the model, calling `hooks` at every site in execution order.
+    fn forward(
+        &self,
+        input: &Input,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput>;
+    /// Every component this architecture exposes, with its dimension.
+    fn sites(&self) -> Vec<SiteInfo>;
+    fn info(&self) -> ModelInfo;
+}
+
+/// Facts about a loaded model that callers plan with.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+    pub model_type: String,
+    pub n_layers: usize,
+    pub hidden_size: usize,
+    /// `None` for models fed embeddings.
+    pub vocab_size: Option<usize>,
+    /// Longest sequence the model accepts, if it has a limit.
+    pub max_positions: Option<usize>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub n_params: usize,
+}
+
+/// Token ids the tokenizer or config names as special.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpecialTokens {
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub pad: Option<u32>,
+}
+
+pub struct Model {
+    arch: Box<dyn Architecture>,
+    info: ModelInfo,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    special: SpecialTokens,
+    /// Where the model came from (a directory or a GGUF file).
+    pub source: String,
+    device: Device,
+}
+
+impl Model {
+    /// Loads a Hugging Face model directory or a GGUF file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        load::load(path.as_ref())
+    }
+
+    pub(crate) fn new(
+        arch: Box<dyn Architecture>,
+        tokenizer: Option<tokenizers::Tokenizer>,
+        special: SpecialTokens,
+        source: String,
+    ) -> Model {
+        let info = arch.info();
+        Model {
+            arch,
+            info,
+            tokenizer,
+            special,
+            source,
+            device: Device::Cpu,
+        }
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.special
+    }
+
+    pub fn tokenizer(&self) -> Option<&tokenizers::Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// Every site component with its dimension.
+    pub fn sites(&self) -> Vec<SiteInfo> {
+        self.arch.sites()
+    }
+
+    /// The description of `component`, or an error listing what this model has.
+    pub fn site_info(&self, component: Component) -> Result<SiteInfo> {
+        let sites = self.sites();
+        sites
+            .iter()
+            .find(|s| s.component == component)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = sites.iter().map(|s| s.component.name()).collect();
+                invalid!(
+                    "{} models have no component '{component}'; valid components are: {}",
+                    self.info.model_type,
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// Checks that a site exists: a known component and a layer in range.
+    pub fn check_site(&self, site: Site) -> Result<SiteInfo> {
+        let info = self.site_info(site.component)?;
+        if site.layer >= self.info.n_layers {
+            return Err(invalid!(
+                "layer {} is out of range for {}: this model has {} layers (0..={})",
+                site.layer,
+                site.component,
+                self.info.n_layers,
+                self.info.n_layers - 1
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Runs a forward after checking the input against the model's limits.
+    pub fn forward(
+        &self,
+        input: &Input,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
+        self.check_input(input, opts)?;
+        self.arch.forward(input, hooks, opts)
+    }
+
+    /// Plain forward: logits for all positions, no hooks.
+    pub fn logits(&self, input: &Input) -> Result<Tensor> {
+        let out = self.forward(input, &mut NoHooks, &ForwardOptions::default())?;
+        out.logits
+            .ok_or_else(|| invalid!("this model produced no logits"))
+    }
+
+    fn check_input(&self, input: &Input, opts: &ForwardOptions) -> Result<()> {
+        let (_, seq) = input.batch_seq()?;
+        if seq == 0 {
+            return Err(invalid!("the input has no tokens"));
+        }
+        if let Some(max) = self.info.max_positions {
+            if seq > max {
+                return Err(invalid!(
+                    "the input has {seq} tokens, past this model's context length of {max}"
+                ));
+            }
+        }
+        match (&input.ids, self.info.vocab_size) {
+            (Some(ids), Some(vocab)) => {
+                let max_id = ids.to_dtype(DType::U32)?.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+                if max_id as usize >= vocab {
+                    return Err(invalid!(
+                        "token id {max_id} is out of range: the vocabulary has {vocab} tokens"
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                if input.embeds.is_none() {
+                    return Err(invalid!("this model needs token ids"));
+                }
+            }
+            (Some(_), None) => {
+                return Err(invalid!(
+                    "this {} model takes embeddings, not token ids",
+                    self.info.model_type
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(l) = opts.stop_after_layer {
+            if l >= self.info.n_layers {
+                return Err(invalid!(
+                    "stop_after_layer {l} is out of range: this model has {} layers",
+                    self.info.n_layers
+                ));
+            }
+        }
+        if let LogitPositions::At(ps) = &opts.logits {
+            if let Some(p) = ps.iter().find(|&&p| p >= seq) {
+                return Err(invalid!(
+                    "logits asked for position {p}, but the input has {seq} positions"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes text with the model's tokenizer (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let tok = self.require_tokenizer()?;
+        let enc = tok
+            .encode(text, false)
+            .map_err(|e| crate::error::Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let tok = self.require_tokenizer()?;
+        tok.decode(ids, false)
+            .map_err(|e| crate::error::Error::Tokenizer(e.to_string()))
+    }
+
+    fn require_tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            invalid!(
+                "{} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)",
+                self.source
+            )
+        })
+    }
+}
+
+/// Applies the LM head `head` (vocab, hidden) to the hidden states at the positions asked for.
+pub(crate) fn lm_head(
+    hidden: &Tensor,
+    head: &Tensor,
+    which: &LogitPositions,
+    input: &Input,
+) -> Result<Option<Tensor>> {
+    let picked = match which {
+        LogitPositions::None => return Ok(None),
+        LogitPositions::All => hidden.clone(),
+        LogitPositions::At(ps) => {
+            let idx = Tensor::from_vec(
+                ps.iter().map(|&p| p as u32).collect::<Vec<_>>(),
+                ps.len(),
+                hidden.device(),
+            )?;
+            hidden.index_select(&idx, 1)?
+        }
+        LogitPositions::Last => {
+            let rows: Vec<Tensor> = input
+                .last_positions()?
+                .iter()
+                .enumerate()
+                .map(|(b, &p)| hidden.i((b..b + 1, p..p + 1)))
+                .collect::<candle_core::Result<_>>()?;
+            Tensor::cat(&rows, 0)?
+        }
+    };
+    let (b, s, d) = picked.dims3()?;
+    let flat = picked.contiguous()?.reshape((b * s, d))?;
+    Ok(Some(flat.matmul(&head.t()?)?.reshape((b, s, ()))?))
+}
+
+/// Counts elements of every tensor, for `ModelInfo::n_params`.
+pub(crate) fn count_params(ts: &[&Tensor]) -> usize {
+    ts.iter().map(|t| t.elem_count()).sum()
+}

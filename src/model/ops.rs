@@ -1,0 +1,253 @@
+//! Building blocks shared by the architectures. Each has a fast path (candle's fused kernels)
+//! and a differentiable path, chosen per forward, because the fused kernels have no backward.
+
+use super::hooks::{apply, Hooks};
+use crate::error::Result;
+use crate::site::{Component, Site};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::Linear;
+
+/// Large negative bias for masked scores: finite, so fully masked (padding) rows stay NaN-free.
+const MASKED: f32 = -1e9;
+
+pub fn softmax(x: &Tensor, diff: bool) -> Result<Tensor> {
+    Ok(if diff {
+        candle_nn::ops::softmax(x, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)?
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(vb: candle_nn::VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps: eps as f32,
+        })
+    }
+    pub fn forward(&self, x: &Tensor, diff: bool) -> Result<Tensor> {
+        Ok(if diff {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)?
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)?
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(vb: candle_nn::VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(dim, "weight")?,
+            eps: eps as f32,
+        })
+    }
+    pub fn forward(&self, x: &Tensor, diff: bool) -> Result<Tensor> {
+        Ok(if diff {
+            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps)?
+        } else {
+            candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?
+        })
+    }
+}
+
+/// A linear layer from `name.weight` [out, in] and an optional `name.bias`.
+pub fn linear(vb: candle_nn::VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    Ok(Linear::new(w, b))
+}
+
+/// Additive attention bias (batch, 1, q, k): 0 where query i may see key j (j <= i, key not
+/// padding, inside the sliding window if any), a large negative value elsewhere.
+pub fn attention_bias(
+    mask: Option<&Tensor>,
+    batch: usize,
+    seq: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let keys: Vec<Vec<f32>> = match mask {
+        Some(m) => m.to_dtype(DType::F32)?.to_vec2()?,
+        None => vec![vec![1.0; seq]; batch],
+    };
+    let mut data = Vec::with_capacity(batch * seq * seq);
+    for row in &keys {
+        for i in 0..seq {
+            for (j, &k) in row.iter().enumerate() {
+                let causal = j <= i;
+                let in_window = window.is_none_or(|w| i - j.min(i) < w);
+                data.push(if causal && in_window && k != 0.0 { 0.0 } else { MASKED });
+            }
+        }
+    }
+    Ok(Tensor::from_vec(data, (batch, 1, seq, seq), device)?)
+}
+
+/// Rotary tables gathered at each row's positions: cos and sin of shape (batch, 1, seq, rot_dim),
+/// with the half-split layout Hugging Face uses (`rotate_half`).
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    /// Precomputes tables for `max_pos` positions of a `rot_dim`-wide rotary embedding.
+    pub fn new(rot_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Result<Self> {
+        let inv: Vec<f32> = (0..rot_dim / 2)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / rot_dim as f64) as f32)
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, rot_dim / 2), device)?;
+        let pos = Tensor::arange(0u32, max_pos as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_pos, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
+        Ok(Rotary {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+
+    /// (cos, sin) for positions (batch, seq), each (batch, 1, seq, rot_dim).
+    pub fn at(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, s) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let take = |t: &Tensor| -> Result<Tensor> {
+            let d = t.dim(1)?;
+            Ok(t.index_select(&flat, 0)?.reshape((b, 1, s, d))?)
+        };
+        Ok((take(&self.cos)?, take(&self.sin)?))
+    }
+}
+
+/// Applies rotate-half rotary to the first `cos.dim(-1)` features of x (batch, heads, seq, d).
+pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let rot = cos.dim(D::Minus1)?;
+    let (xr, xp) = if rot < d {
+        (x.narrow(D::Minus1, 0, rot)?, Some(x.narrow(D::Minus1, rot, d - rot)?))
+    } else {
+        (x.clone(), None)
+    };
+    let half = rot / 2;
+    let x1 = xr.narrow(D::Minus1, 0, half)?;
+    let x2 = xr.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let out = (xr.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?;
+    Ok(match xp {
+        Some(p) => Tensor::cat(&[&out, &p], D::Minus1)?,
+        None => out,
+    })
+}
+
+/// (batch, seq, heads * d) -> (batch, heads, seq, d)
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, s, hd) = x.dims3()?;
+    Ok(x.reshape((b, s, heads, hd / heads))?.transpose(1, 2)?.contiguous()?)
+}
+
+/// (batch, heads, seq, d) -> (batch, seq, heads * d)
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, s, d) = x.dims4()?;
+    Ok(x.transpose(1, 2)?.contiguous()?.reshape((b, s, h * d))?)
+}
+
+/// Repeats each KV head `n_rep` times along dim 1 (grouped-query attention).
+pub fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, h, s, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, h, n_rep, s, d))?
+        .reshape((b, h * n_rep, s, d))?)
+}
+
+/// Hooks the merged and per-head views of Q, K or V and returns the per-head tensor.
+/// `x` is the projection output (batch, seq, heads * d).
+pub fn hook_qkv(
+    hooks: &mut dyn Hooks,
+    layer: usize,
+    merged: Component,
+    head: Component,
+    x: Tensor,
+    heads: usize,
+) -> Result<Tensor> {
+    let x = apply(hooks, Site::new(layer, merged), x)?;
+    let x = split_heads(&x, heads)?;
+    apply(hooks, Site::new(layer, head), x)
+}
+
+/// Scaled dot-product attention with hook sites for the weights and the value outputs.
+/// q (b, h, s, d), k and v (b, kv_h, s, d); returns the merged values (b, s, h*d), after the
+/// `head_attention_value_output` and `attention_value_output` hooks.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    hooks: &mut dyn Hooks,
+    layer: usize,
+    q: &Tensor,
+    k: Tensor,
+    v: Tensor,
+    bias: &Tensor,
+    scale: f64,
+    diff: bool,
+) -> Result<Tensor> {
+    let n_rep = q.dim(1)? / k.dim(1)?;
+    let k = repeat_kv(k, n_rep)?;
+    let v = repeat_kv(v, n_rep)?;
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
+    let weights = softmax(&scores, diff)?;
+    let weights = apply(hooks, Site::new(layer, Component::AttentionWeight), weights)?;
+    let values = weights.matmul(&v.contiguous()?)?;
+    let values = apply(hooks, Site::new(layer, Component::HeadAttentionValueOutput), values)?;
+    apply(hooks, Site::new(layer, Component::AttentionValueOutput), merge_heads(&values)?)
+}
+
+/// The activation functions Hugging Face configs name, as used in our architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact erf GELU (`gelu`).
+    Gelu,
+    /// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            other => {
+                return Err(crate::config_err!(
+                    "activation function '{other}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, silu)"
+                ))
+            }
+        })
+    }
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Gelu => x.gelu_erf()?,
+            Activation::GeluTanh => x.gelu()?,
+            Activation::Relu => x.relu()?,
+            Activation::Silu => x.silu()?,
+        })
+    }
+}
