@@ -3,9 +3,17 @@
 //! The engine loads real model files into our own architectures ([`model`]), each of which
 //! calls a hook at every named intervention site ([`site`]).
 
+pub mod config;
 pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod intervenable;
+pub mod intervention;
+pub mod location;
 pub mod model;
+pub mod request;
 pub mod site;
+pub mod subspace;
 
 pub use error::{Error, Result};
 pub use model::{ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, ModelInfo, NoHooks};

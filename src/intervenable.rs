@@ -1,0 +1,593 @@
+//! `IntervenableModel`: a model plus a compiled intervention config. It runs the source
+//! inputs with getters, then the base input with setters, as pyvene does.
+
+use crate::config::{groups, representation_keys, IntervenableConfig, Mode, RepresentationConfig};
+use crate::error::Result;
+use crate::intervention::{self, Intervention, Spec};
+use crate::invalid;
+use crate::location::{gather, scatter, Location, Unit, Units};
+use crate::model::{ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, NoHooks};
+use crate::site::{Component, Site};
+use crate::subspace::{self, Dims};
+use candle_core::Tensor;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One compiled representation.
+pub struct Representation {
+    pub key: String,
+    pub site: Site,
+    pub unit: Unit,
+    pub group: usize,
+    /// Index into the intervention objects; linked representations share one.
+    pub intervention: usize,
+    pub constant_source: Option<Tensor>,
+    pub interchange_dim: Option<usize>,
+    pub partition: Option<Vec<Vec<usize>>>,
+    pub keep_last_dim: bool,
+    pub embed_dim: usize,
+}
+
+pub struct IntervenableModel {
+    model: Arc<Model>,
+    config: IntervenableConfig,
+    reps: Vec<Representation>,
+    n_groups: usize,
+    interventions: Vec<Box<dyn Intervention>>,
+}
+
+/// One forward request, in the structured form (the JSON forms parse into it).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub base: Option<Input>,
+    /// One entry per group; `None` skips the group. A single entry is used for every group.
+    pub sources: Vec<Option<Input>>,
+    /// One `Location` per representation; `None` means whole tensors everywhere.
+    pub locations: Option<Vec<Location>>,
+    /// Per representation: per-example subspace rows, or `None`.
+    pub subspaces: Vec<Option<Vec<Vec<usize>>>>,
+    /// Per representation: a ready-made source activation (no source run for it).
+    pub source_representations: Option<Vec<Option<Tensor>>>,
+    pub output_original: bool,
+    pub logits: LogitPositions,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub original: Option<ForwardOutput>,
+    pub intervened: ForwardOutput,
+    /// Collect results in representation order (pyvene's flat list).
+    pub collected: Vec<Tensor>,
+}
+
+impl IntervenableModel {
+    pub fn new(model: Arc<Model>, config: IntervenableConfig) -> Result<Self> {
+        let keys = representation_keys(&config.representations);
+        let (group_of, n_groups) = groups(&config.representations)?;
+        let mut reps = Vec::new();
+        let mut interventions: Vec<Box<dyn Intervention>> = Vec::new();
+        let mut links: Vec<(serde_json::Value, usize)> = Vec::new();
+        for (i, r) in config.representations.iter().enumerate() {
+            let at = |e: crate::Error| invalid!("config.representations[{i}] ({}): {e}", keys[i]);
+            let rep = compile(&model, r, &keys[i], group_of[i]).map_err(at)?;
+            let linked = r
+                .intervention_link_key
+                .as_ref()
+                .and_then(|k| links.iter().find(|(l, _)| l == k).map(|(_, idx)| *idx));
+            let idx = match linked {
+                Some(idx) => idx,
+                None => {
+                    let spec = Spec {
+                        rep: r,
+                        embed_dim: rep.embed_dim,
+                        device: model.device(),
+                    };
+                    interventions.push(intervention::build(&spec).map_err(at)?);
+                    if let Some(k) = &r.intervention_link_key {
+                        links.push((k.clone(), interventions.len() - 1));
+                    }
+                    interventions.len() - 1
+                }
+            };
+            reps.push(Representation {
+                intervention: idx,
+                ..rep
+            });
+        }
+        Ok(IntervenableModel {
+            model,
+            config,
+            reps,
+            n_groups,
+            interventions,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+    pub fn config(&self) -> &IntervenableConfig {
+        &self.config
+    }
+    pub fn representations(&self) -> &[Representation] {
+        &self.reps
+    }
+    pub fn n_groups(&self) -> usize {
+        self.n_groups
+    }
+    pub fn intervention(&self, rep: usize) -> &dyn Intervention {
+        self.interventions[self.reps[rep].intervention].as_ref()
+    }
+    pub fn intervention_mut(&mut self, rep: usize) -> &mut dyn Intervention {
+        let i = self.reps[rep].intervention;
+        self.interventions[i].as_mut()
+    }
+
+    /// Runs sources and base with the interventions in place.
+    pub fn forward(&self, req: &Request) -> Result<Outcome> {
+        let base = req
+            .base
+            .as_ref()
+            .ok_or_else(|| invalid!("the request has no base input"))?;
+        let n = self.reps.len();
+        let locations = match &req.locations {
+            Some(l) if l.len() != n => {
+                return Err(invalid!(
+                    "unit_locations has {} entries for {n} interventions",
+                    l.len()
+                ))
+            }
+            Some(l) => l.clone(),
+            None => vec![Location::whole(); n],
+        };
+        let dims = self.resolve_subspaces(&req.subspaces)?;
+        let sources = self.broadcast_sources(&req.sources)?;
+        let given = match &req.source_representations {
+            None => vec![None; n],
+            Some(v) if v.len() == n => v.clone(),
+            Some(v) => {
+                return Err(invalid!(
+                    "source_representations has {} entries for {n} interventions",
+                    v.len()
+                ))
+            }
+        };
+        let opts = ForwardOptions {
+            logits: req.logits.clone(),
+            ..Default::default()
+        };
+        let original = if req.output_original {
+            Some(self.model.forward(base, &mut NoHooks, &opts)?)
+        } else {
+            None
+        };
+        let mut plan = match self.config.mode {
+            Mode::Parallel => {
+                let acts = self.run_sources_parallel(&sources, &locations, &given)?;
+                self.setters(&acts, &locations, &dims, &sources, |_| true)?
+            }
+            Mode::Serial => self.run_sources_serial(&sources, &locations, &dims, &given)?,
+        };
+        let intervened = self.model.forward(base, &mut plan, &opts)?;
+        let mut collected: Vec<(usize, Tensor)> = plan.collected;
+        collected.sort_by_key(|(r, _)| *r);
+        Ok(Outcome {
+            original,
+            intervened,
+            collected: collected.into_iter().map(|(_, t)| t).collect(),
+        })
+    }
+
+    fn resolve_subspaces(&self, subs: &[Option<Vec<Vec<usize>>>]) -> Result<Vec<Dims>> {
+        let n = self.reps.len();
+        if !subs.is_empty() && subs.len() != n {
+            return Err(invalid!(
+                "subspaces has {} entries for {n} interventions",
+                subs.len()
+            ));
+        }
+        self.reps
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let rows = subs.get(i).and_then(|s| s.as_deref());
+                subspace::resolve(rows, r.partition.as_deref(), r.interchange_dim)
+                    .map_err(|e| invalid!("subspaces[{i}]: {e}"))
+            })
+            .collect()
+    }
+
+    fn broadcast_sources(&self, sources: &[Option<Input>]) -> Result<Vec<Option<Input>>> {
+        match sources.len() {
+            0 => Ok(vec![None; self.n_groups]),
+            1 => Ok(vec![sources[0].clone(); self.n_groups]),
+            k if k == self.n_groups => Ok(sources.to_vec()),
+            k => Err(invalid!(
+                "{k} sources were given, but the config has {} groups (one source per group; null skips a group)",
+                self.n_groups
+            )),
+        }
+    }
+
+    /// Source runs, one per group, each stopping after the deepest layer it feeds.
+    fn run_sources_parallel(
+        &self,
+        sources: &[Option<Input>],
+        locations: &[Location],
+        given: &[Option<Tensor>],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let mut acts: Vec<Option<Tensor>> = given.to_vec();
+        for (g, src) in sources.iter().enumerate() {
+            let Some(src) = src else { continue };
+            let members: Vec<usize> = (0..self.reps.len())
+                .filter(|&i| self.reps[i].group == g && given[i].is_none() && self.needs_run(i))
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let mut plan = Plan::new(self);
+            for &i in &members {
+                plan.getters.push(Getter {
+                    rep: i,
+                    site: self.source_site(i),
+                    units: locations[i].source.clone(),
+                });
+            }
+            self.run_getters(src, &mut plan)?;
+            for (i, t) in plan.got {
+                acts[i] = Some(t);
+            }
+        }
+        Ok(acts)
+    }
+
+    fn run_sources_serial(
+        &self,
+        sources: &[Option<Input>],
+        locations: &[Location],
+        dims: &[Dims],
+        given: &[Option<Tensor>],
+    ) -> Result<Plan<'_>> {
+        if given.iter().any(|g| g.is_some()) {
+            return Err(invalid!(
+                "source_representations are not supported in serial mode; use parallel mode"
+            ));
+        }
+        let mut prev = Plan::new(self);
+        for (g, src) in sources.iter().enumerate() {
+            let Some(src) = src else { continue };
+            let members: Vec<usize> = (0..self.reps.len())
+                .filter(|&i| self.reps[i].group == g && self.needs_run(i))
+                .collect();
+            let mut plan = Plan::new(self);
+            plan.setters = std::mem::take(&mut prev.setters);
+            for &i in &members {
+                plan.getters.push(Getter {
+                    rep: i,
+                    site: self.source_site(i),
+                    units: locations[i].source.clone(),
+                });
+            }
+            self.run_getters(src, &mut plan)?;
+            let mut acts = vec![None; self.reps.len()];
+            for (i, t) in plan.got {
+                acts[i] = Some(t);
+            }
+            prev = self.setters(&acts, locations, dims, sources, |i| self.reps[i].group == g)?;
+        }
+        // Constant-source interventions of groups without a source still act on the base.
+        let acts = vec![None; self.reps.len()];
+        let consts = self.setters(&acts, locations, dims, &vec![None; self.n_groups], |i| {
+            !self.intervention(i).needs_source() || self.reps[i].constant_source.is_some()
+        })?;
+        prev.setters.extend(consts.setters);
+        Ok(prev)
+    }
+
+    fn needs_run(&self, i: usize) -> bool {
+        self.intervention(i).needs_source() && self.reps[i].constant_source.is_none()
+    }
+
+    /// Skip reads the module input of the hooked module in the source run.
+    fn source_site(&self, i: usize) -> Site {
+        let r = &self.reps[i];
+        if self.intervention(i).reads_module_input() {
+            let c = match r.site.component {
+                Component::BlockOutput => Component::BlockInput,
+                Component::MlpOutput => Component::MlpInput,
+                Component::AttentionOutput => Component::AttentionInput,
+                c => c,
+            };
+            Site::new(r.site.layer, c)
+        } else {
+            r.site
+        }
+    }
+
+    fn run_getters(&self, src: &Input, plan: &mut Plan<'_>) -> Result<()> {
+        // Nothing after the deepest getter can change what the getters see.
+        let opts = ForwardOptions {
+            logits: LogitPositions::None,
+            stop_after_layer: plan.getters.iter().map(|g| g.site.layer).max(),
+            differentiable: false,
+        };
+        self.model.forward(src, plan, &opts)?;
+        for g in &plan.getters {
+            if !plan.got.contains_key(&g.rep) {
+                return Err(invalid!(
+                    "the source run never reached {} for {}",
+                    g.site,
+                    self.reps[g.rep].key
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Setters for the representations `keep` selects, with their sources.
+    fn setters(
+        &self,
+        acts: &[Option<Tensor>],
+        locations: &[Location],
+        dims: &[Dims],
+        sources: &[Option<Input>],
+        keep: impl Fn(usize) -> bool,
+    ) -> Result<Plan<'_>> {
+        let mut plan = Plan::new(self);
+        for (i, r) in self.reps.iter().enumerate() {
+            if !keep(i) {
+                continue;
+            }
+            let iv = self.intervention(i);
+            let source = match (&r.constant_source, &acts[i]) {
+                (Some(c), _) => Some(c.clone()),
+                (None, Some(a)) => Some(a.clone()),
+                (None, None) => None,
+            };
+            if source.is_none() && iv.needs_source() {
+                // A null source for this group, next to real ones, skips it (pyvene's
+                // intervention skipping); with no source at all it is a mistake.
+                let skipped = sources.iter().any(|s| s.is_some()) && sources[r.group].is_none();
+                if skipped {
+                    continue;
+                }
+                return Err(invalid!(
+                    "{} ({}) needs a source: give sources for group {}, source_representations, or a source_representation in the config",
+                    r.key,
+                    iv.type_name(),
+                    r.group
+                ));
+            }
+            plan.setters.push(Setter {
+                rep: i,
+                site: r.site,
+                units: locations[i].base.clone(),
+                source,
+                dims: dims[i].clone(),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// One setter: gather, flatten for distributed types, apply, unflatten, scatter.
+    fn apply_setter(
+        &self,
+        s: &Setter,
+        x: Tensor,
+        collected: &mut Vec<(usize, Tensor)>,
+    ) -> Result<Tensor> {
+        let r = &self.reps[s.rep];
+        let iv = self.intervention(s.rep);
+        let base = gather(&x, &s.units)?;
+        let flatten = iv.distributed() && !r.keep_last_dim && base.rank() > 2;
+        let shaped = if flatten {
+            flatten_units(&base)?
+        } else {
+            base.clone()
+        };
+        let source = match &s.source {
+            None => None,
+            Some(src) => {
+                let src = if flatten && src.dims() == base.dims() {
+                    flatten_units(src)?
+                } else {
+                    src.clone()
+                };
+                Some(broadcast_source(&src, &shaped).map_err(|e| invalid!("{}: {e}", r.key))?)
+            }
+        };
+        let out = iv
+            .apply(&shaped, source.as_ref(), &s.dims)
+            .map_err(|e| invalid!("{} ({}): {e}", r.key, iv.type_name()))?;
+        if iv.is_collect() {
+            collected.push((s.rep, out));
+            return Ok(x);
+        }
+        let out = if flatten {
+            unflatten_units(&out, base.dims())?
+        } else {
+            out
+        };
+        scatter(&x, &s.units, &out).map_err(|e| invalid!("{}: {e}", r.key))
+    }
+}
+
+/// pyvene's broadcast: a source of another shape is read as one feature vector for every unit.
+fn broadcast_source(src: &Tensor, base: &Tensor) -> Result<Tensor> {
+    if src.dims() == base.dims() {
+        return Ok(src.to_dtype(base.dtype())?);
+    }
+    let d = base.dim(candle_core::D::Minus1)?;
+    if src.elem_count() == d {
+        return Ok(src
+            .reshape(d)?
+            .to_dtype(base.dtype())?
+            .broadcast_as(base.dims())?
+            .contiguous()?);
+    }
+    Err(invalid!(
+        "the source has shape {:?}, which cannot be broadcast into the base units {:?} (unit counts must match between source and base)",
+        src.dims(),
+        base.dims()
+    ))
+}
+
+/// (b, u, d) -> (b, u*d); (b, h, p, d) -> (b, p, h*d), as pyvene flattens distributed inputs.
+fn flatten_units(t: &Tensor) -> Result<Tensor> {
+    match *t.dims() {
+        [b, u, d] => Ok(t.reshape((b, u * d))?),
+        [b, h, p, d] => Ok(t.transpose(1, 2)?.contiguous()?.reshape((b, p, h * d))?),
+        _ => Ok(t.clone()),
+    }
+}
+
+fn unflatten_units(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    match *shape {
+        [b, u, d] => Ok(t.reshape((b, u, d))?),
+        [b, h, p, d] => Ok(t.reshape((b, p, h, d))?.transpose(1, 2)?.contiguous()?),
+        _ => Ok(t.clone()),
+    }
+}
+
+fn compile(
+    model: &Model,
+    r: &RepresentationConfig,
+    key: &str,
+    group: usize,
+) -> Result<Representation> {
+    let component = Component::parse(&r.component).map_err(|e| {
+        if r.component.contains('.') {
+            invalid!(
+                "component '{}' looks like a module path; vene addresses sites by component name only. {e}",
+                r.component
+            )
+        } else {
+            e
+        }
+    })?;
+    let site = Site::new(r.layer, component);
+    let info = model.check_site(site)?;
+    let unit = Unit::parse(&r.unit)?;
+    if matches!(unit, Unit::Head | Unit::HeadPos)
+        && !(component.is_head() || component == Component::AttentionWeight)
+    {
+        return Err(invalid!(
+            "unit '{}' selects heads, but {component} has no head axis; use a head_* component",
+            r.unit
+        ));
+    }
+    let constant_source = match &r.source_representation {
+        None => None,
+        Some(v) => Some(
+            tensor_from_json(v, model.device())
+                .map_err(|e| invalid!("source_representation: {e}"))?,
+        ),
+    };
+    let interchange_dim = match &r.interchange_dim {
+        None => None,
+        Some(v) => v.as_u64().map(|x| Some(x as usize)).unwrap_or(None),
+    };
+    Ok(Representation {
+        key: key.to_string(),
+        site,
+        unit,
+        group,
+        intervention: 0,
+        constant_source,
+        interchange_dim: interchange_dim.or(Some(info.dim * r.max_number_of_units)),
+        partition: r.subspace_partition.clone(),
+        keep_last_dim: r.keep_last_dim,
+        embed_dim: info.dim * r.max_number_of_units,
+    })
+}
+
+/// A nested JSON number array as an f32 tensor.
+pub fn tensor_from_json(v: &serde_json::Value, device: &candle_core::Device) -> Result<Tensor> {
+    fn walk(
+        v: &serde_json::Value,
+        depth: usize,
+        shape: &mut Vec<usize>,
+        out: &mut Vec<f32>,
+    ) -> std::result::Result<(), String> {
+        match v {
+            serde_json::Value::Number(n) => {
+                if depth != shape.len() {
+                    return Err("ragged nesting".into());
+                }
+                out.push(n.as_f64().unwrap_or(0.0) as f32);
+                Ok(())
+            }
+            serde_json::Value::Array(a) => {
+                if depth == shape.len() {
+                    shape.push(a.len());
+                } else if shape[depth] != a.len() {
+                    return Err(format!(
+                        "ragged array: lengths {} and {}",
+                        shape[depth],
+                        a.len()
+                    ));
+                }
+                a.iter().try_for_each(|x| walk(x, depth + 1, shape, out))
+            }
+            other => Err(format!("expected numbers, got {other}")),
+        }
+    }
+    let mut shape = Vec::new();
+    let mut data = Vec::new();
+    walk(v, 0, &mut shape, &mut data).map_err(|e| invalid!("{e}"))?;
+    Ok(Tensor::from_vec(data, shape, device)?)
+}
+
+struct Getter {
+    rep: usize,
+    site: Site,
+    units: Units,
+}
+
+struct Setter {
+    rep: usize,
+    site: Site,
+    units: Units,
+    source: Option<Tensor>,
+    dims: Dims,
+}
+
+/// The hooks of one forward: setters first (in config order), then getters, at each site.
+struct Plan<'a> {
+    owner: &'a IntervenableModel,
+    setters: Vec<Setter>,
+    getters: Vec<Getter>,
+    got: HashMap<usize, Tensor>,
+    collected: Vec<(usize, Tensor)>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(owner: &'a IntervenableModel) -> Self {
+        Plan {
+            owner,
+            setters: Vec::new(),
+            getters: Vec::new(),
+            got: HashMap::new(),
+            collected: Vec::new(),
+        }
+    }
+}
+
+impl Hooks for Plan<'_> {
+    fn wants(&self, site: Site) -> bool {
+        self.setters.iter().any(|s| s.site == site) || self.getters.iter().any(|g| g.site == site)
+    }
+
+    fn visit(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>> {
+        let mut x = value.clone();
+        let mut changed = false;
+        for s in self.setters.iter().filter(|s| s.site == site) {
+            x = self.owner.apply_setter(s, x, &mut self.collected)?;
+            changed = true;
+        }
+        for g in self.getters.iter().filter(|g| g.site == site) {
+            self.got.insert(g.rep, gather(&x, &g.units)?);
+        }
+        Ok(changed.then_some(x))
+    }
+}

@@ -1,0 +1,114 @@
+//! The source-swapping built-ins: Vanilla, Addition, Subtraction, Zero, Collect, Skip, and the
+//! dispatch to the parametrised types in their own files.
+
+use super::{Intervention, Spec};
+use crate::error::Result;
+use crate::invalid;
+use crate::subspace::Dims;
+use candle_core::{Tensor, D};
+
+/// How a swap-style intervention combines base and source on the selected features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Swap,
+    Add,
+    Subtract,
+    Zero,
+    /// Skip swaps like Vanilla; its source comes from the module input (see `reads_module_input`).
+    Skip,
+}
+
+pub struct SwapIntervention {
+    op: Op,
+    name: &'static str,
+}
+
+/// `base` with `op` applied on the features selected by `dims` (pyvene's `_do_intervention_by_swap`).
+pub fn swap_features(
+    base: &Tensor,
+    source: Option<&Tensor>,
+    dims: &Dims,
+    op: &str,
+) -> Result<Tensor> {
+    let mask = dims
+        .mask(base.dims(), base.device())?
+        .to_dtype(base.dtype())?;
+    let need = || source.ok_or_else(|| invalid!("{op} needs a source, but none was given"));
+    Ok(match op {
+        "zero" => base.broadcast_mul(&(1.0 - &mask)?)?,
+        "add" => (base + need()?.broadcast_mul(&mask)?)?,
+        "subtract" => (base - need()?.broadcast_mul(&mask)?)?,
+        _ => (base.broadcast_mul(&(1.0 - &mask)?)? + need()?.broadcast_mul(&mask)?)?,
+    })
+}
+
+impl Intervention for SwapIntervention {
+    fn type_name(&self) -> &str {
+        self.name
+    }
+    fn needs_source(&self) -> bool {
+        self.op != Op::Zero
+    }
+    fn reads_module_input(&self) -> bool {
+        self.op == Op::Skip
+    }
+    fn apply(&self, base: &Tensor, source: Option<&Tensor>, dims: &Dims) -> Result<Tensor> {
+        let op = match self.op {
+            Op::Swap | Op::Skip => "swap",
+            Op::Add => "add",
+            Op::Subtract => "subtract",
+            Op::Zero => "zero",
+        };
+        swap_features(base, source, dims, op)
+    }
+}
+
+/// Returns the selected features of the base; the model is left untouched.
+pub struct CollectIntervention;
+
+impl Intervention for CollectIntervention {
+    fn type_name(&self) -> &str {
+        "CollectIntervention"
+    }
+    fn distributed(&self) -> bool {
+        true
+    }
+    fn needs_source(&self) -> bool {
+        false
+    }
+    fn is_collect(&self) -> bool {
+        true
+    }
+    fn apply(&self, base: &Tensor, _source: Option<&Tensor>, dims: &Dims) -> Result<Tensor> {
+        let d = base.dim(D::Minus1)?;
+        match dims.shared_indices(d) {
+            Some(idx) if idx.len() == d && idx.iter().enumerate().all(|(i, &j)| i == j) => Ok(base.clone()),
+            Some(idx) => {
+                if let Some(bad) = idx.iter().find(|&&i| i >= d) {
+                    return Err(invalid!(
+                        "subspace index {bad} is out of range: the collected axis has {d} features"
+                    ));
+                }
+                let t = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), base.device())?;
+                Ok(base.index_select(&t, base.rank() - 1)?)
+            }
+            None => Err(invalid!(
+                "collect takes one subspace for the whole batch; per-example subspaces would give ragged tensors"
+            )),
+        }
+    }
+}
+
+pub fn build(canonical: &str, spec: &Spec) -> Result<Box<dyn Intervention>> {
+    let swap =
+        |op, name| -> Result<Box<dyn Intervention>> { Ok(Box::new(SwapIntervention { op, name })) };
+    match canonical {
+        "VanillaIntervention" => swap(Op::Swap, "VanillaIntervention"),
+        "AdditionIntervention" => swap(Op::Add, "AdditionIntervention"),
+        "SubtractionIntervention" => swap(Op::Subtract, "SubtractionIntervention"),
+        "ZeroIntervention" => swap(Op::Zero, "ZeroIntervention"),
+        "SkipIntervention" => swap(Op::Skip, "SkipIntervention"),
+        "CollectIntervention" => Ok(Box::new(CollectIntervention)),
+        other => super::parametrised::build(other, spec),
+    }
+}
