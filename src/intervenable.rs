@@ -62,6 +62,15 @@ pub struct Outcome {
 
 impl IntervenableModel {
     pub fn new(model: Arc<Model>, config: IntervenableConfig) -> Result<Self> {
+        Self::with_tensors(model, config, &HashMap::new())
+    }
+
+    /// Like `new`, resolving a `source_representation` given as a tensor name against `tensors`.
+    pub fn with_tensors(
+        model: Arc<Model>,
+        config: IntervenableConfig,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
         let keys = representation_keys(&config.representations);
         let (group_of, n_groups) = groups(&config.representations)?;
         let mut reps = Vec::new();
@@ -69,7 +78,7 @@ impl IntervenableModel {
         let mut links: Vec<(serde_json::Value, usize)> = Vec::new();
         for (i, r) in config.representations.iter().enumerate() {
             let at = |e: crate::Error| invalid!("config.representations[{i}] ({}): {e}", keys[i]);
-            let rep = compile(&model, r, &keys[i], group_of[i]).map_err(at)?;
+            let rep = compile(&model, r, &keys[i], group_of[i], tensors).map_err(at)?;
             let linked = r
                 .intervention_link_key
                 .as_ref()
@@ -375,10 +384,28 @@ impl IntervenableModel {
         s: &Setter,
         x: Tensor,
         collected: &mut Vec<(usize, Tensor)>,
+        hot: &mut HashMap<usize, Tensor>,
     ) -> Result<Tensor> {
         let r = &self.reps[s.rep];
         let iv = self.intervention(s.rep);
-        let base = gather(&x, &s.units)?;
+        let linked = self.config.representations[s.rep].intervention_link_key.is_some();
+        // pyvene's hot activations: a linked intervention that already ran in this forward hands
+        // its output to the next one as that one's base.
+        let base = match hot.get(&r.intervention).filter(|_| linked) {
+            Some(h) => {
+                let fresh = gather(&x, &s.units)?;
+                if h.dims() != fresh.dims() {
+                    return Err(invalid!(
+                        "{}: linked interventions must select the same shape ({:?} vs {:?})",
+                        r.key,
+                        h.dims(),
+                        fresh.dims()
+                    ));
+                }
+                h.clone()
+            }
+            None => gather(&x, &s.units)?,
+        };
         let flatten = iv.distributed() && !r.keep_last_dim && base.rank() > 2;
         let shaped = if flatten {
             flatten_units(&base)?
@@ -408,6 +435,9 @@ impl IntervenableModel {
         } else {
             out
         };
+        if linked {
+            hot.insert(r.intervention, out.clone());
+        }
         scatter(&x, &s.units, &out).map_err(|e| invalid!("{}: {e}", r.key))
     }
 }
@@ -454,6 +484,7 @@ fn compile(
     r: &RepresentationConfig,
     key: &str,
     group: usize,
+    tensors: &HashMap<String, Tensor>,
 ) -> Result<Representation> {
     let component = Component::parse(&r.component).map_err(|e| {
         if r.component.contains('.') {
@@ -478,6 +509,12 @@ fn compile(
     }
     let constant_source = match &r.source_representation {
         None => None,
+        Some(serde_json::Value::String(name)) => Some(
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| invalid!("source_representation: no tensor named '{name}' in the request's tensors"))?,
+        ),
         Some(v) => Some(
             tensor_from_json(v, model.device())
                 .map_err(|e| invalid!("source_representation: {e}"))?,
@@ -559,6 +596,8 @@ struct Plan<'a> {
     getters: Vec<Getter>,
     got: HashMap<usize, Tensor>,
     collected: Vec<(usize, Tensor)>,
+    /// Latest output of each linked intervention object in this forward.
+    hot: HashMap<usize, Tensor>,
 }
 
 impl<'a> Plan<'a> {
@@ -569,6 +608,7 @@ impl<'a> Plan<'a> {
             getters: Vec::new(),
             got: HashMap::new(),
             collected: Vec::new(),
+            hot: HashMap::new(),
         }
     }
 }
@@ -582,7 +622,9 @@ impl Hooks for Plan<'_> {
         let mut x = value.clone();
         let mut changed = false;
         for s in self.setters.iter().filter(|s| s.site == site) {
-            x = self.owner.apply_setter(s, x, &mut self.collected)?;
+            x = self
+                .owner
+                .apply_setter(s, x, &mut self.collected, &mut self.hot)?;
             changed = true;
         }
         for g in self.getters.iter().filter(|g| g.site == site) {

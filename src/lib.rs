@@ -16,5 +16,7 @@ pub mod site;
 pub mod subspace;
 
 pub use error::{Error, Result};
-pub use model::{ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, ModelInfo, NoHooks};
+pub use model::{
+    ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, ModelInfo, NoHooks,
+};
 pub use site::{Component, Site, SiteInfo};

@@ -62,7 +62,7 @@ pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
         .get("config")
         .ok_or_else(|| invalid!("request field 'config' is missing"))?;
     let config = IntervenableConfig::from_json(config)?;
-    IntervenableModel::new(model, config)
+    IntervenableModel::with_tensors(model, config, &request_tensors(req, dir)?)
 }
 
 /// Runs a request (without `model`/`config`) on an intervenable model and returns the
@@ -117,6 +117,17 @@ fn outputs(out: Outcome) -> Vec<(String, Tensor)> {
         v.push((format!("collected.{i}"), c));
     }
     v
+}
+
+/// The tensors of the request's `tensors` file (none when it has no such field).
+pub fn request_tensors(req: &Value, dir: &Path) -> Result<HashMap<String, Tensor>> {
+    match req.get("tensors").filter(|v| !v.is_null()) {
+        None => Ok(HashMap::new()),
+        Some(Value::String(p)) => load_tensors(&resolve_path(dir, p)),
+        Some(v) => Err(invalid!(
+            "request field 'tensors' must be a file path, got {v}"
+        )),
+    }
 }
 
 /// Loads every tensor of a safetensors file (floats as f32).
@@ -286,22 +297,23 @@ pub fn parse(
             ))
         }
     };
-    let logits =
-        match obj.get("logits") {
-            None | Some(Value::Null) => LogitPositions::All,
-            Some(Value::String(s)) if s == "all" => LogitPositions::All,
-            Some(Value::String(s)) if s == "last" => LogitPositions::Last,
-            Some(Value::String(s)) if s == "none" => LogitPositions::None,
-            Some(Value::Array(a)) => LogitPositions::At(
-                a.iter()
-                    .map(|x| x.as_u64().map(|p| p as usize))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| invalid!("logits: positions must be non-negative integers"))?,
-            ),
-            Some(other) => return Err(invalid!(
+    let logits = match obj.get("logits") {
+        None | Some(Value::Null) => LogitPositions::All,
+        Some(Value::String(s)) if s == "all" => LogitPositions::All,
+        Some(Value::String(s)) if s == "last" => LogitPositions::Last,
+        Some(Value::String(s)) if s == "none" => LogitPositions::None,
+        Some(Value::Array(a)) => LogitPositions::At(
+            a.iter()
+                .map(|x| x.as_u64().map(|p| p as usize))
+                .collect::<Option<_>>()
+                .ok_or_else(|| invalid!("logits: positions must be non-negative integers"))?,
+        ),
+        Some(other) => {
+            return Err(invalid!(
                 "logits must be \"all\", \"last\", \"none\" or a list of positions, got {other}"
-            )),
-        };
+            ))
+        }
+    };
     Ok(Request {
         base: Some(base),
         sources,

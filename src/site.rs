@@ -170,12 +170,28 @@ pub fn decoder_sites(s: &DecoderShape) -> Vec<SiteInfo> {
         flat(BlockInput, s.hidden, "residual stream entering the block"),
         flat(BlockOutput, s.hidden, "residual stream leaving the block"),
         flat(MlpInput, s.hidden, "normalized input of the MLP"),
-        flat(MlpActivation, s.intermediate, "MLP activation (gate activation for gated MLPs)"),
+        flat(
+            MlpActivation,
+            s.intermediate,
+            "MLP activation (gate activation for gated MLPs)",
+        ),
         flat(MlpOutput, s.hidden, "MLP output before the residual add"),
         flat(AttentionInput, s.hidden, "normalized input of attention"),
-        flat(AttentionOutput, s.hidden, "attention output after the output projection"),
-        flat(AttentionValueOutput, q_width, "merged heads before the output projection"),
-        head(HeadAttentionValueOutput, s.heads, "per-head attention values"),
+        flat(
+            AttentionOutput,
+            s.hidden,
+            "attention output after the output projection",
+        ),
+        flat(
+            AttentionValueOutput,
+            q_width,
+            "merged heads before the output projection",
+        ),
+        head(
+            HeadAttentionValueOutput,
+            s.heads,
+            "per-head attention values",
+        ),
         SiteInfo {
             component: AttentionWeight,
             dim: s.max_positions,

@@ -46,18 +46,21 @@ impl Dims {
             }
             Dims::Shared(idx) => Ok(Tensor::from_vec(row(idx)?, d, device)?),
             Dims::PerUnit(rows) => {
-                if shape.len() < 2 || shape[shape.len() - 2] != rows.len() {
+                // pyvene indexes `base[..., arange(U)[:, None], rows]`: row i goes to unit i, and
+                // with a single unit every row lands on it (the union of the rows).
+                let units = if shape.len() >= 2 { shape[shape.len() - 2] } else { 1 };
+                if units == 1 {
+                    let all: Vec<usize> = rows.concat();
+                    return Ok(Tensor::from_vec(row(&all)?, d, device)?);
+                }
+                if units != rows.len() {
                     return Err(invalid!(
-                        "subspaces give {} rows that differ; pyvene then applies row i to unit i, so the intervened tensor needs {} units, but it has shape {shape:?}",
+                        "subspaces give {} different rows of equal length; pyvene then applies row i to unit i, so the intervened tensor needs 1 or {} units, but it has shape {shape:?}",
                         rows.len(),
                         rows.len()
                     ));
                 }
-                let data: Vec<f32> = rows
-                    .iter()
-                    .map(|r| row(r))
-                    .collect::<Result<Vec<_>>>()?
-                    .concat();
+                let data: Vec<f32> = rows.iter().map(|r| row(r)).collect::<Result<Vec<_>>>()?.concat();
                 Ok(Tensor::from_vec(data, (rows.len(), d), device)?)
             }
             Dims::PerExample(rows) => {

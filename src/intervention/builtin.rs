@@ -63,15 +63,13 @@ impl Intervention for SwapIntervention {
     }
 }
 
-/// Returns the selected features of the base; the model is left untouched.
+/// Returns the selected features of the base; the model is left untouched. Not flattened
+/// across units (pyvene 0.1.8 flattens it and returns fragments for several positions).
 pub struct CollectIntervention;
 
 impl Intervention for CollectIntervention {
     fn type_name(&self) -> &str {
         "CollectIntervention"
-    }
-    fn distributed(&self) -> bool {
-        true
     }
     fn needs_source(&self) -> bool {
         false

@@ -1,8 +1,14 @@
 //! Interventions: what happens to the selected units of a site. Built-in types follow
 //! pyvene's math exactly; plugins and host callbacks sit behind the same trait.
 
+pub mod autoencoder;
 pub mod builtin;
+pub mod noise;
+pub mod orthogonal;
 pub mod parametrised;
+pub mod pca;
+pub mod rotation;
+pub mod sigmoid_mask;
 
 use crate::config::RepresentationConfig;
 use crate::error::Result;

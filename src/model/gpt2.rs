@@ -76,7 +76,15 @@ fn conv1d(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
 
 impl Gpt2 {
     pub fn load(cfg: Gpt2Config, vb: VarBuilder) -> Result<Self> {
-        let act = Activation::parse(&cfg.activation_function)?;
+        let act = Activation::parse(&cfg.activation_function)
+            .map_err(|e| crate::config_err!("config.json: activation_function: {e}"))?;
+        if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) {
+            return Err(crate::config_err!(
+                "config.json: n_embd {} is not divisible by n_head {}",
+                cfg.n_embd,
+                cfg.n_head
+            ));
+        }
         let vb = if vb.contains_tensor("transformer.wte.weight") {
             vb.pp("transformer")
         } else {
@@ -133,7 +141,11 @@ impl Architecture for Gpt2 {
         let pos = input.positions(dev)?.flatten_all()?;
         let tok = match (&input.ids, &input.embeds) {
             (_, Some(e)) => e.clone(),
-            (Some(ids), None) => self.wte.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, ()))?,
+            (Some(ids), None) => {
+                self.wte
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, s, ()))?
+            }
             (None, None) => unreachable!("checked by batch_seq"),
         };
         let mut x = (tok + self.wpe.index_select(&pos, 0)?.reshape((b, s, ()))?)?;
@@ -160,7 +172,11 @@ impl Architecture for Gpt2 {
             let a = apply(hooks, site(AttentionOutput), blk.c_proj.forward(&values)?)?;
             x = (x + a)?;
             let h = apply(hooks, site(MlpInput), blk.ln_2.forward(&x, diff)?)?;
-            let act = apply(hooks, site(MlpActivation), self.act.forward(&blk.c_fc.forward(&h)?)?)?;
+            let act = apply(
+                hooks,
+                site(MlpActivation),
+                self.act.forward(&blk.c_fc.forward(&h)?)?,
+            )?;
             let m = apply(hooks, site(MlpOutput), blk.mlp_proj.forward(&act)?)?;
             x = apply(hooks, site(BlockOutput), (x + m)?)?;
             if opts.stop_after_layer == Some(i) {

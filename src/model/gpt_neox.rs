@@ -5,9 +5,9 @@
 use super::hooks::{apply, Hooks};
 use super::ops::{self, Activation, LayerNorm, Rotary};
 use super::{count_params, lm_head, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
+use crate::config_err;
 use crate::error::Result;
 use crate::site::{decoder_sites, Component, DecoderShape, Site, SiteInfo};
-use crate::config_err;
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
@@ -21,10 +21,19 @@ pub struct NeoxConfig {
     pub intermediate_size: usize,
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    #[serde(default = "default_pct", alias = "partial_rotary_factor")]
+    /// Older configs name the rotary fraction `rotary_pct`; transformers >= 4.48 writes both
+    /// it and `partial_rotary_factor` (so these cannot be serde aliases of one field).
+    #[serde(default = "default_pct")]
     pub rotary_pct: f64,
-    #[serde(default = "default_base", alias = "rope_theta")]
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+    /// Likewise `rotary_emb_base` and `rope_theta`.
+    #[serde(default = "default_base")]
     pub rotary_emb_base: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
     #[serde(default = "default_eps")]
@@ -60,8 +69,15 @@ impl NeoxConfig {
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+    /// The rotary fraction HF's rotary embedding uses (`partial_rotary_factor` when present).
+    fn rotary_fraction(&self) -> f64 {
+        self.partial_rotary_factor.unwrap_or(self.rotary_pct)
+    }
+    fn rotary_base(&self) -> f64 {
+        self.rope_theta.unwrap_or(self.rotary_emb_base)
+    }
     fn rotary_dims(&self) -> usize {
-        (self.head_dim() as f64 * self.rotary_pct) as usize
+        (self.head_dim() as f64 * self.rotary_fraction()) as usize
     }
 }
 
@@ -87,12 +103,19 @@ pub struct GptNeox {
 
 impl GptNeox {
     pub fn load(cfg: NeoxConfig, vb: VarBuilder) -> Result<Self> {
-        let act = Activation::parse(&cfg.hidden_act)?;
-        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+        let act = Activation::parse(&cfg.hidden_act)
+            .map_err(|e| config_err!("config.json: hidden_act: {e}"))?;
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(config_err!(
                 "config.json: hidden_size {} is not divisible by num_attention_heads {}",
                 cfg.hidden_size,
                 cfg.num_attention_heads
+            ));
+        }
+        if let Some(s) = cfg.rope_scaling.as_ref().filter(|s| !s.is_null()) {
+            return Err(config_err!(
+                "config.json: rope_scaling {s} is not supported yet; only plain rotary embeddings"
             ));
         }
         let root = vb.clone();
@@ -123,7 +146,7 @@ impl GptNeox {
         };
         let rotary = Rotary::new(
             cfg.rotary_dims(),
-            cfg.rotary_emb_base,
+            cfg.rotary_base(),
             cfg.max_position_embeddings,
             vb.device(),
         )?;
@@ -170,7 +193,11 @@ impl Architecture for GptNeox {
         let dev = self.embed.device();
         let mut x = match (&input.ids, &input.embeds) {
             (_, Some(e)) => e.clone(),
-            (Some(ids), None) => self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, ()))?,
+            (Some(ids), None) => {
+                self.embed
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, s, ()))?
+            }
             (None, None) => unreachable!("checked by batch_seq"),
         };
         let mask = input.mask_f32()?;
@@ -185,7 +212,10 @@ impl Architecture for GptNeox {
             // HF lays the fused output out per head as [q | k | v], each head_dim wide.
             let qkv = l.qkv.forward(&h)?.reshape((b, s, nh, 3 * hd))?;
             let part = |j: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(D::Minus1, j * hd, hd)?.contiguous()?.reshape((b, s, nh * hd))?)
+                Ok(qkv
+                    .narrow(D::Minus1, j * hd, hd)?
+                    .contiguous()?
+                    .reshape((b, s, nh * hd))?)
             };
             let q = ops::hook_qkv(hooks, i, QueryOutput, HeadQueryOutput, part(0)?, nh)?;
             let k = ops::hook_qkv(hooks, i, KeyOutput, HeadKeyOutput, part(1)?, nh)?;
@@ -201,7 +231,11 @@ impl Architecture for GptNeox {
                 l.post_norm.forward(&x, diff)?
             };
             let h = apply(hooks, site(MlpInput), mlp_in)?;
-            let act = apply(hooks, site(MlpActivation), self.act.forward(&l.up.forward(&h)?)?)?;
+            let act = apply(
+                hooks,
+                site(MlpActivation),
+                self.act.forward(&l.up.forward(&h)?)?,
+            )?;
             let m = apply(hooks, site(MlpOutput), l.down.forward(&act)?)?;
             let out = if self.cfg.use_parallel_residual {
                 ((x + a)? + m)?

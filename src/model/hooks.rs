@@ -73,6 +73,13 @@ pub(crate) fn apply(hooks: &mut dyn Hooks, site: Site, value: Tensor) -> Result<
                     value.dims()
                 ));
             }
+            if new.dtype() != value.dtype() {
+                return Err(invalid!(
+                    "hook at {site} returned dtype {:?}, expected {:?}",
+                    new.dtype(),
+                    value.dtype()
+                ));
+            }
             Ok(new)
         }
     }

@@ -44,7 +44,9 @@ impl Input {
     /// Pads rows of different lengths with `pad_id`, on the left or the right, and builds the mask.
     pub fn padded(rows: &[Vec<u32>], pad_id: u32, left: bool, device: &Device) -> Result<Self> {
         if rows.is_empty() || rows.iter().any(|r| r.is_empty()) {
-            return Err(invalid!("a batch needs at least one row and every row a token"));
+            return Err(invalid!(
+                "a batch needs at least one row and every row a token"
+            ));
         }
         let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows.len() * len);
@@ -53,13 +55,22 @@ impl Input {
             let pad = len - r.len();
             let (ids_row, mask_row): (Vec<u32>, Vec<u32>) = if left {
                 (
-                    std::iter::repeat_n(pad_id, pad).chain(r.iter().copied()).collect(),
-                    std::iter::repeat_n(0, pad).chain(std::iter::repeat_n(1, r.len())).collect(),
+                    std::iter::repeat_n(pad_id, pad)
+                        .chain(r.iter().copied())
+                        .collect(),
+                    std::iter::repeat_n(0, pad)
+                        .chain(std::iter::repeat_n(1, r.len()))
+                        .collect(),
                 )
             } else {
                 (
-                    r.iter().copied().chain(std::iter::repeat_n(pad_id, pad)).collect(),
-                    std::iter::repeat_n(1, r.len()).chain(std::iter::repeat_n(0, pad)).collect(),
+                    r.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(pad_id, pad))
+                        .collect(),
+                    std::iter::repeat_n(1, r.len())
+                        .chain(std::iter::repeat_n(0, pad))
+                        .collect(),
                 )
             };
             ids.extend(ids_row);
@@ -90,7 +101,9 @@ impl Input {
             return match e.dims() {
                 [b, s, _] => Ok((*b, *s)),
                 [b, _] => Ok((*b, 1)),
-                d => Err(invalid!("input embeddings must be (batch, seq, dim), got {d:?}")),
+                d => Err(invalid!(
+                    "input embeddings must be (batch, seq, dim), got {d:?}"
+                )),
             };
         }
         Err(invalid!("input has neither token ids nor embeddings"))
@@ -130,6 +143,12 @@ impl Input {
                 .unsqueeze(0)?
                 .repeat((b, 1))?),
             Some(m) => {
+                if m.dims() != [b, s] {
+                    return Err(invalid!(
+                        "attention_mask has shape {:?}, but the input is ({b}, {s})",
+                        m.dims()
+                    ));
+                }
                 let mask: Vec<Vec<u32>> = m.to_dtype(DType::U32)?.to_vec2()?;
                 let mut out = Vec::with_capacity(b * s);
                 for row in mask {

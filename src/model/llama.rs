@@ -2,11 +2,11 @@
 //! optional q/k/v biases, tied or untied embeddings, optional sliding window).
 
 use super::hooks::{apply, Hooks};
-use super::ops::{self, Rotary, RmsNorm};
+use super::ops::{self, RmsNorm, Rotary};
 use super::{count_params, lm_head, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
+use crate::config_err;
 use crate::error::Result;
 use crate::site::{decoder_sites, Component, DecoderShape, Site, SiteInfo};
-use crate::config_err;
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
@@ -100,7 +100,10 @@ impl LlamaConfig {
                 ));
             }
         }
-        if self.num_attention_heads == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+        if self.num_attention_heads == 0
+            || self.kv_heads() == 0
+            || !self.num_attention_heads.is_multiple_of(self.kv_heads())
+        {
             return Err(config_err!(
                 "config.json: num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
@@ -225,7 +228,11 @@ impl Architecture for Llama {
         let dev = self.embed.device();
         let mut x = match (&input.ids, &input.embeds) {
             (_, Some(e)) => e.clone(),
-            (Some(ids), None) => self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, ()))?,
+            (Some(ids), None) => {
+                self.embed
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, s, ()))?
+            }
             (None, None) => unreachable!("checked by batch_seq"),
         };
         let mask = input.mask_f32()?;
@@ -239,7 +246,14 @@ impl Architecture for Llama {
             let h = apply(hooks, site(AttentionInput), l.input_norm.forward(&x, diff)?)?;
             let q = ops::hook_qkv(hooks, i, QueryOutput, HeadQueryOutput, l.q.forward(&h)?, nh)?;
             let k = ops::hook_qkv(hooks, i, KeyOutput, HeadKeyOutput, l.k.forward(&h)?, nkv)?;
-            let v = ops::hook_qkv(hooks, i, ValueOutput, HeadValueOutput, l.v.forward(&h)?, nkv)?;
+            let v = ops::hook_qkv(
+                hooks,
+                i,
+                ValueOutput,
+                HeadValueOutput,
+                l.v.forward(&h)?,
+                nkv,
+            )?;
             let q = ops::apply_rotary(&q, &cos, &sin)?;
             let k = ops::apply_rotary(&k, &cos, &sin)?;
             let values = ops::attention(hooks, i, &q, k, v, &bias, scale, diff)?;

@@ -26,34 +26,45 @@ pub fn load(path: &Path) -> Result<Model> {
 pub fn load_hf_dir(dir: &Path) -> Result<Model> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::file(&cfg_path, e))?;
-    let cfg: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("invalid JSON: {e}")))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&cfg_path, format!("invalid JSON: {e}")))?;
     let model_type = cfg
         .get("model_type")
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::file(&cfg_path, "missing the field 'model_type'"))?
         .to_string();
+    // An unsupported type is reported before looking for weights (it is the real problem).
+    if !SUPPORTED_TYPES.contains(&model_type.as_str()) {
+        return Err(Error::file(
+            &cfg_path,
+            format!(
+                "unknown model_type '{model_type}'; supported: {}",
+                SUPPORTED_TYPES.join(", ")
+            ),
+        ));
+    }
     let vb = weights(dir)?;
-    let parse = |what: &str| -> Error { Error::file(&cfg_path, format!("not a valid {what} config")) };
+    let parse =
+        |what: &str| -> Error { Error::file(&cfg_path, format!("not a valid {what} config")) };
     let arch: Box<dyn Architecture> = match model_type.as_str() {
         "gpt2" => {
             let c: Gpt2Config = serde_json::from_value(cfg.clone())
                 .map_err(|e| Error::file(&cfg_path, format!("gpt2 config: {e}")))?;
-            Box::new(Gpt2::load(c, vb)?)
+            Box::new(Gpt2::load(c, vb).map_err(|e| weights_err(dir, e))?)
         }
         "gpt_neox" => {
             let c: NeoxConfig = serde_json::from_value(cfg.clone())
                 .map_err(|e| Error::file(&cfg_path, format!("gpt_neox config: {e}")))?;
-            Box::new(GptNeox::load(c, vb)?)
+            Box::new(GptNeox::load(c, vb).map_err(|e| weights_err(dir, e))?)
         }
         "llama" | "mistral" | "qwen2" => {
             let c: LlamaConfig = serde_json::from_value(cfg.clone())
                 .map_err(|e| Error::file(&cfg_path, format!("{model_type} config: {e}")))?;
-            Box::new(Llama::load(c, vb)?)
+            Box::new(Llama::load(c, vb).map_err(|e| weights_err(dir, e))?)
         }
         "mlp" => {
             let c: MlpConfig = serde_json::from_value(cfg.clone()).map_err(|_| parse("mlp"))?;
-            Box::new(MlpClassifier::load(c, vb)?)
+            Box::new(MlpClassifier::load(c, vb).map_err(|e| weights_err(dir, e))?)
         }
         other => {
             return Err(Error::file(
@@ -71,6 +82,15 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
     };
     let special = tokenizer::special_from_config(&cfg, special);
     Ok(Model::new(arch, tok, special, dir.display().to_string()))
+}
+
+/// Names the directory in tensor errors raised while building a model from its weights
+/// (a tensor missing or of the wrong shape for config.json).
+fn weights_err(dir: &Path, e: Error) -> Error {
+    match e {
+        Error::Tensor(t) => Error::file(dir, format!("weights do not match config.json: {t}")),
+        other => other,
+    }
 }
 
 /// The weight files of a directory: one safetensors file, a sharded set, or a torch pickle.
@@ -97,7 +117,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.dedup();
         for f in &files {
             if !f.exists() {
-                return Err(Error::file(f, format!("shard listed in {} is missing", index.display())));
+                return Err(Error::file(
+                    f,
+                    format!("shard listed in {} is missing", index.display()),
+                ));
             }
         }
         return Ok(files);

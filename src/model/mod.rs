@@ -178,9 +178,25 @@ impl Model {
                 ));
             }
         }
+        // Shapes of the mask and position ids; positions must lie inside the position table.
+        input.mask_f32()?;
+        let positions = input.positions(&self.device)?;
+        if let Some(max) = self.info.max_positions {
+            let top = positions.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+            if top as usize >= max {
+                return Err(invalid!(
+                    "position id {top} is out of range: this model has {max} positions (0..={})",
+                    max - 1
+                ));
+            }
+        }
         match (&input.ids, self.info.vocab_size) {
             (Some(ids), Some(vocab)) => {
-                let max_id = ids.to_dtype(DType::U32)?.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+                let max_id = ids
+                    .to_dtype(DType::U32)?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<u32>()?;
                 if max_id as usize >= vocab {
                     return Err(invalid!(
                         "token id {max_id} is out of range: the vocabulary has {vocab} tokens"
@@ -272,8 +288,9 @@ pub(crate) fn lm_head(
         }
     };
     let (b, s, d) = picked.dims3()?;
+    let vocab = head.dim(0)?;
     let flat = picked.contiguous()?.reshape((b * s, d))?;
-    Ok(Some(flat.matmul(&head.t()?)?.reshape((b, s, ()))?))
+    Ok(Some(flat.matmul(&head.t()?)?.reshape((b, s, vocab))?))
 }
 
 /// Counts elements of every tensor, for `ModelInfo::n_params`.

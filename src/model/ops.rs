@@ -65,9 +65,18 @@ impl RmsNorm {
 }
 
 /// A linear layer from `name.weight` [out, in] and an optional `name.bias`.
-pub fn linear(vb: candle_nn::VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+pub fn linear(
+    vb: candle_nn::VarBuilder,
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+) -> Result<Linear> {
     let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
     Ok(Linear::new(w, b))
 }
 
@@ -90,7 +99,11 @@ pub fn attention_bias(
             for (j, &k) in row.iter().enumerate() {
                 let causal = j <= i;
                 let in_window = window.is_none_or(|w| i - j.min(i) < w);
-                data.push(if causal && in_window && k != 0.0 { 0.0 } else { MASKED });
+                data.push(if causal && in_window && k != 0.0 {
+                    0.0
+                } else {
+                    MASKED
+                });
             }
         }
     }
@@ -139,7 +152,10 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let rot = cos.dim(D::Minus1)?;
     let (xr, xp) = if rot < d {
-        (x.narrow(D::Minus1, 0, rot)?, Some(x.narrow(D::Minus1, rot, d - rot)?))
+        (
+            x.narrow(D::Minus1, 0, rot)?,
+            Some(x.narrow(D::Minus1, rot, d - rot)?),
+        )
     } else {
         (x.clone(), None)
     };
@@ -157,7 +173,9 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// (batch, seq, heads * d) -> (batch, heads, seq, d)
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, s, hd) = x.dims3()?;
-    Ok(x.reshape((b, s, heads, hd / heads))?.transpose(1, 2)?.contiguous()?)
+    Ok(x.reshape((b, s, heads, hd / heads))?
+        .transpose(1, 2)?
+        .contiguous()?)
 }
 
 /// (batch, heads, seq, d) -> (batch, seq, heads * d)
@@ -213,8 +231,16 @@ pub fn attention(
     let weights = softmax(&scores, diff)?;
     let weights = apply(hooks, Site::new(layer, Component::AttentionWeight), weights)?;
     let values = weights.matmul(&v.contiguous()?)?;
-    let values = apply(hooks, Site::new(layer, Component::HeadAttentionValueOutput), values)?;
-    apply(hooks, Site::new(layer, Component::AttentionValueOutput), merge_heads(&values)?)
+    let values = apply(
+        hooks,
+        Site::new(layer, Component::HeadAttentionValueOutput),
+        values,
+    )?;
+    apply(
+        hooks,
+        Site::new(layer, Component::AttentionValueOutput),
+        merge_heads(&values)?,
+    )
 }
 
 /// The activation functions Hugging Face configs name, as used in our architectures.

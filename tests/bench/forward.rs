@@ -1,0 +1,304 @@
+//! Plain-forward benchmark: median milliseconds per forward of one model at a few shapes,
+//! without hooks, with a no-op hook at one site, and with a no-op hook at every site.
+//!
+//! ```text
+//! cargo bench --bench forward -- [--model PATH] [--name NAME] [--shapes 1x16,8x64]
+//!     [--iters N] [--warmup N] [--out FILE.jsonl] [--profile]
+//! ```
+//!
+//! Without `--model` it runs the default model (SmolLM2-135M, fetched into the cache if
+//! needed). Threads: candle reads `RAYON_NUM_THREADS` once. The variants run round-robin
+//! (one forward of each per round), so drift in machine speed hits them alike. Logits are
+//! computed for every position, as Hugging Face's forward does. `--out` appends one JSON object
+//! per (shape, variant) plus one with the process's peak RSS; tests/bench/run.sh reads them.
+//! `--profile` instead prints, per shape, how the time of a forward splits between the
+//! segments from one hook site to the next (a profiler that needs nothing but the hooks).
+//! This is a benchmark, not a test: it checks nothing.
+
+use candle_core::{Device, Tensor};
+use std::io::Write;
+use std::time::Instant;
+use vene::{Component, ForwardOptions, Hooks, Input, Model, NoHooks, Site};
+
+/// Wants every site (or one) and changes nothing: the cost of visiting sites.
+struct Noop {
+    only: Option<Site>,
+}
+
+impl Hooks for Noop {
+    fn wants(&self, site: Site) -> bool {
+        self.only.is_none_or(|s| s == site)
+    }
+    fn visit(&mut self, _site: Site, _value: &Tensor) -> vene::Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+/// Wants every site and notes the time since the previous one: a per-segment profile of a
+/// forward that needs no profiler (`--profile`). The segment ending at a site is the work
+/// between the previous site and it, e.g. `attention_input -> query_output` is the Q projection.
+struct Timing {
+    last: Instant,
+    prev: Option<Component>,
+    acc: Vec<((Option<Component>, Component), f64)>,
+}
+
+impl Timing {
+    fn start(&mut self) {
+        self.last = Instant::now();
+        self.prev = None;
+    }
+    fn add(&mut self, key: (Option<Component>, Component), ms: f64) {
+        match self.acc.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v += ms,
+            None => self.acc.push((key, ms)),
+        }
+    }
+}
+
+impl Hooks for Timing {
+    fn wants(&self, _site: Site) -> bool {
+        true
+    }
+    fn visit(&mut self, site: Site, _value: &Tensor) -> vene::Result<Option<Tensor>> {
+        let now = Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1e3;
+        self.add((self.prev, site.component), ms);
+        self.prev = Some(site.component);
+        self.last = Instant::now();
+        Ok(None)
+    }
+}
+
+/// Runs `rounds` timed forwards with the `Timing` hook and prints where the time goes.
+fn profile(model: &Model, input: &Input, rounds: usize) {
+    let mut t = Timing {
+        last: Instant::now(),
+        prev: None,
+        acc: Vec::new(),
+    };
+    let opts = ForwardOptions::default();
+    let (mut total, mut tail) = (0.0, 0.0);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        t.start();
+        model.forward(input, &mut t, &opts).expect("forward");
+        let done = Instant::now();
+        tail += (done - t.last).as_secs_f64() * 1e3;
+        total += (done - t0).as_secs_f64() * 1e3;
+    }
+    let mut rows: Vec<(String, f64)> = t
+        .acc
+        .iter()
+        .map(|((from, to), ms)| {
+            let name = match from {
+                None => format!("start -> {to} (embedding, mask, rotary tables)"),
+                Some(f) => format!("{f} -> {to}"),
+            };
+            (name, *ms)
+        })
+        .collect();
+    rows.push(("last site -> end (final norm, LM head)".into(), tail));
+    rows.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    println!(
+        "  profile of {rounds} forwards, {:.1} ms each with every site hooked (ms per forward):",
+        total / rounds as f64
+    );
+    for (name, ms) in rows {
+        println!(
+            "    {:>5.1}%  {:>9.2} ms  {name}",
+            100.0 * ms / total,
+            ms / rounds as f64
+        );
+    }
+}
+
+struct Args {
+    model: Option<String>,
+    name: Option<String>,
+    shapes: Vec<(usize, usize)>,
+    iters: Option<usize>,
+    warmup: Option<usize>,
+    out: Option<String>,
+    profile: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        model: None,
+        name: None,
+        shapes: vec![(1, 16), (8, 64)],
+        iters: None,
+        warmup: None,
+        out: None,
+        profile: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |what: &str| it.next().unwrap_or_else(|| panic!("{what} needs a value"));
+        match arg.as_str() {
+            "--model" => a.model = Some(val("--model")),
+            "--name" => a.name = Some(val("--name")),
+            "--out" => a.out = Some(val("--out")),
+            "--profile" => a.profile = true,
+            "--iters" => a.iters = Some(val("--iters").parse().expect("--iters N")),
+            "--warmup" => a.warmup = Some(val("--warmup").parse().expect("--warmup N")),
+            "--shapes" => {
+                a.shapes = val("--shapes")
+                    .split(',')
+                    .map(|s| {
+                        let (b, t) = s.split_once('x').expect("shapes look like 1x16,8x64");
+                        (b.parse().expect("batch"), t.parse().expect("tokens"))
+                    })
+                    .collect()
+            }
+            // cargo bench passes --bench to harness = false targets.
+            "--bench" => {}
+            other => panic!(
+                "unknown argument {other}; usage: --model PATH --name NAME --shapes 1x16,8x64 \
+                 --iters N --warmup N --out FILE"
+            ),
+        }
+    }
+    a
+}
+
+/// VmHWM / VmRSS of this process in KiB.
+fn proc_status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// The same deterministic ids torch_forward.py builds.
+fn ids(batch: usize, seq: usize, vocab: usize) -> Tensor {
+    let v: Vec<u32> = (0..batch * seq)
+        .map(|i| ((i as u64 * 2_654_435_761 + 12_345) % vocab as u64) as u32)
+        .collect();
+    Tensor::from_vec(v, (batch, seq), &Device::Cpu).unwrap()
+}
+
+fn main() {
+    let args = parse_args();
+    let path = match &args.model {
+        Some(p) => std::path::PathBuf::from(p),
+        None => vene::fetch::default_model(true).expect("fetching the default model"),
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let threads = candle_core::utils::get_num_threads();
+    let t0 = Instant::now();
+    let model = Model::load(&path).expect("loading the model");
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let rss_after_load = proc_status_kb("VmRSS:");
+    let info = model.info().clone();
+    let vocab = info.vocab_size.expect("a token model");
+    let mid = Site::new(info.n_layers / 2, Component::BlockOutput);
+    println!(
+        "vene {name}: {} layers, hidden {}, {} params, load {load_ms:.0} ms, {threads} threads",
+        info.n_layers, info.hidden_size, info.n_params
+    );
+    let mut out = args.out.as_ref().map(|f| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+            .expect("opening --out")
+    });
+    let opts = ForwardOptions::default();
+    for &(b, s) in &args.shapes {
+        let input = Input::from_ids(ids(b, s, vocab));
+        if args.profile {
+            profile(&model, &input, args.iters.unwrap_or(3));
+            continue;
+        }
+        let small = b * s <= 64;
+        let warmup = args.warmup.unwrap_or(if small { 3 } else { 1 });
+        let iters = args.iters.unwrap_or(if small { 20 } else { 6 });
+        let variants = ["nohooks", "noop_one_site", "noop_all_sites"];
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        let mut check = 0.0f64;
+        for round in 0..warmup + iters {
+            for (v, variant) in variants.iter().enumerate() {
+                let t = Instant::now();
+                let res = match *variant {
+                    "nohooks" => model.forward(&input, &mut NoHooks, &opts),
+                    "noop_one_site" => model.forward(&input, &mut Noop { only: Some(mid) }, &opts),
+                    _ => model.forward(&input, &mut Noop { only: None }, &opts),
+                }
+                .expect("forward");
+                let logits = res.logits.expect("logits");
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if round >= warmup {
+                    times[v].push(ms);
+                }
+                if v == 0 && round == 0 {
+                    // A checksum to compare with torch: sum of the last position's logits, row 0.
+                    check = logits
+                        .get(0)
+                        .and_then(|r| r.get(s - 1))
+                        .and_then(|r| r.sum_all())
+                        .and_then(|r| r.to_scalar::<f32>())
+                        .unwrap() as f64;
+                }
+            }
+        }
+        for (v, variant) in variants.iter().enumerate() {
+            let t = &mut times[v];
+            let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
+            let med = median(t);
+            println!(
+                "  {b}x{s:<4} {variant:<15} median {med:9.2} ms  min {min:9.2} ms  ({iters} runs)  check {check:.4}"
+            );
+            if let Some(f) = out.as_mut() {
+                writeln!(
+                    f,
+                    "{}",
+                    serde_json::json!({
+                        "engine": "vene", "model": name, "shape": format!("{b}x{s}"),
+                        "variant": variant, "median_ms": med, "min_ms": min, "iters": iters,
+                        "threads": threads, "check": check,
+                    })
+                )
+                .unwrap();
+            }
+        }
+    }
+    let peak = proc_status_kb("VmHWM:");
+    println!(
+        "  peak RSS {:.0} MiB (after load {:.0} MiB)",
+        peak as f64 / 1024.0,
+        rss_after_load as f64 / 1024.0
+    );
+    if let Some(f) = out.as_mut() {
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({
+                "engine": "vene", "model": name, "peak_rss_kb": peak,
+                "rss_after_load_kb": rss_after_load, "load_ms": load_ms, "path": path,
+                "threads": threads,
+            })
+        )
+        .unwrap();
+    }
+}
