@@ -221,44 +221,19 @@ fn with_config(name: &str, tag: &str, fields: &[(&str, serde_json::Value)]) -> S
 
 #[test]
 fn inconsistent_head_counts_are_errors_not_panics() {
-    use serde_json::json;
-    let cases: Vec<(&str, &str, Vec<(&str, serde_json::Value)>, &str)> = vec![
-        ("gpt2", "gpt2-h5", vec![("n_head", json!(5))], "n_head"),
-        ("gpt2", "gpt2-h0", vec![("n_head", json!(0))], "n_head"),
-        (
-            "gpt_neox",
-            "neox-h0",
-            vec![("num_attention_heads", json!(0))],
-            "num_attention_heads",
-        ),
-        (
-            "gpt_neox",
-            "neox-h3",
-            vec![("num_attention_heads", json!(3))],
-            "num_attention_heads",
-        ),
-        (
-            "llama",
-            "llama-kv3",
-            vec![("num_key_value_heads", json!(3))],
-            "num_key_value_heads",
-        ),
-        (
-            "llama",
-            "llama-kv0",
-            vec![("num_key_value_heads", json!(0))],
-            "num_key_value_heads",
-        ),
-        (
-            "llama",
-            "llama-h0",
-            vec![("num_attention_heads", json!(0))],
-            "num_attention_heads",
-        ),
+    // (fixture, scratch tag, field, value): each message names config.json and the field.
+    let cases = [
+        ("gpt2", "gpt2-h5", "n_head", 5),
+        ("gpt2", "gpt2-h0", "n_head", 0),
+        ("gpt_neox", "neox-h0", "num_attention_heads", 0),
+        ("gpt_neox", "neox-h3", "num_attention_heads", 3),
+        ("llama", "llama-kv3", "num_key_value_heads", 3),
+        ("llama", "llama-kv0", "num_key_value_heads", 0),
+        ("llama", "llama-h0", "num_attention_heads", 0),
     ];
-    for (name, tag, fields, needle) in cases {
-        let s = with_config(name, tag, &fields);
-        assert_mentions(&load_err(s.path()), &["config.json", needle]);
+    for (name, tag, field, value) in cases {
+        let s = with_config(name, tag, &[(field, serde_json::json!(value))]);
+        assert_mentions(&load_err(s.path()), &["config.json", field]);
     }
 }
 
