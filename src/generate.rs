@@ -1,19 +1,24 @@
-//! Text generation (greedy or sampled) with any hooks in place.
+//! Text generation with a key/value cache: greedy or sampled, batched with left padding,
+//! stopping at end-of-sequence. Hooks see the prompt call, then one call per new token.
 
 use crate::error::Result;
 use crate::invalid;
-use crate::model::{ForwardOptions, Hooks, Input, LogitPositions, Model};
+use crate::model::{ForwardOptions, Hooks, Input, KvCache, LogitPositions, Model};
+use candle_core::{DType, IndexOp, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
-    /// 0 means greedy decoding.
+    /// 0 (or `do_sample` false in requests) means greedy decoding.
     pub temperature: f64,
+    pub top_k: Option<usize>,
     pub top_p: Option<f64>,
     pub seed: u64,
-    /// Stop at the model's end-of-sequence token (or any id in `stop_ids`).
+    /// Extra ids that end a row, besides the model's end-of-sequence token.
     pub stop_ids: Vec<u32>,
+    /// Stop a row at an end-of-sequence id (Hugging Face does by default).
+    pub stop_at_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -21,15 +26,119 @@ impl Default for GenerateOptions {
         GenerateOptions {
             max_new_tokens: 32,
             temperature: 0.0,
+            top_k: None,
             top_p: None,
             seed: 299792458,
             stop_ids: Vec::new(),
+            stop_at_eos: true,
         }
     }
 }
 
-/// Generates up to `max_new_tokens` after `prompt`, calling `on_token` for each new id.
-/// Every step recomputes the whole sequence, so hooks see full-length tensors each time.
+impl GenerateOptions {
+    fn sampling(&self) -> Sampling {
+        let t = self.temperature;
+        if t <= 0.0 {
+            return Sampling::ArgMax;
+        }
+        match (self.top_k, self.top_p) {
+            (None, None) => Sampling::All { temperature: t },
+            (Some(k), None) => Sampling::TopK { k, temperature: t },
+            (None, Some(p)) => Sampling::TopP { p, temperature: t },
+            (Some(k), Some(p)) => Sampling::TopKThenTopP {
+                k,
+                p,
+                temperature: t,
+            },
+        }
+    }
+}
+
+/// Decodes up to `max_new_tokens` for every row of `prompt` (left-padded when rows differ).
+/// `step(input, cache, call)` runs one forward (call 0 is the prompt) and returns its
+/// logits; `on_tokens` sees each step's new ids. Returns the prompt ids followed by the new
+/// ids, (batch, prompt + new) as i64; finished rows are filled with the pad id.
+pub fn decode(
+    model: &Model,
+    prompt: &Input,
+    opts: &GenerateOptions,
+    mut step: impl FnMut(&Input, &mut KvCache, usize) -> Result<Tensor>,
+    mut on_tokens: impl FnMut(&[u32]) -> Result<()>,
+) -> Result<Tensor> {
+    let ids = prompt
+        .ids
+        .as_ref()
+        .ok_or_else(|| invalid!("generation needs token ids"))?;
+    let (b, s) = prompt.batch_seq()?;
+    let dev = model.device();
+    let mut mask = match &prompt.attention_mask {
+        Some(m) => m.to_dtype(DType::U32)?,
+        None => Tensor::ones((b, s), DType::U32, dev)?,
+    };
+    let rows: Vec<Vec<u32>> = mask.to_vec2()?;
+    if rows.iter().any(|r| r.last() == Some(&0)) {
+        return Err(invalid!(
+            "generation needs left padding: a row of the prompt ends in padding"
+        ));
+    }
+    let special = model.special_tokens();
+    let mut stop = opts.stop_ids.clone();
+    if opts.stop_at_eos {
+        stop.extend(special.eos);
+    }
+    let pad = special.pad.or(special.eos).unwrap_or(0);
+    let mut sampler = LogitsProcessor::from_sampling(opts.seed, opts.sampling());
+    let mut cache = KvCache::new();
+    let mut all = ids.to_dtype(DType::U32)?;
+    let mut input = Input {
+        ids: Some(all.clone()),
+        embeds: None,
+        attention_mask: Some(mask.clone()),
+        position_ids: prompt.position_ids.clone(),
+    };
+    let mut done = vec![false; b];
+    for call in 0..opts.max_new_tokens {
+        let logits = step(&input, &mut cache, call)?;
+        let logits = logits.to_dtype(DType::F32)?;
+        let mut next = Vec::with_capacity(b);
+        for (row, finished) in done.iter_mut().enumerate() {
+            let l = logits.i((row, logits.dim(1)? - 1))?;
+            let t = sampler.sample(&l)?;
+            next.push(if *finished { pad } else { t });
+            if stop.contains(&t) {
+                *finished = true;
+            }
+        }
+        on_tokens(&next)?;
+        let new = Tensor::from_vec(next, (b, 1), dev)?;
+        all = Tensor::cat(&[&all, &new], 1)?;
+        mask = Tensor::cat(&[&mask, &Tensor::ones((b, 1), DType::U32, dev)?], 1)?;
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        input = Input {
+            ids: Some(new),
+            embeds: None,
+            attention_mask: Some(mask.clone()),
+            position_ids: None,
+        };
+    }
+    Ok(all.to_dtype(DType::I64)?)
+}
+
+/// Logit positions for a decoding call: the last real token of the prompt, then the one new token.
+pub fn call_logits(call: usize) -> ForwardOptions {
+    ForwardOptions {
+        logits: if call == 0 {
+            LogitPositions::Last
+        } else {
+            LogitPositions::All
+        },
+        ..Default::default()
+    }
+}
+
+/// Generates after one prompt with fixed hooks, calling `on_token` for each new id.
 pub fn generate(
     model: &Model,
     prompt: &[u32],
@@ -40,49 +149,20 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(invalid!("generation needs a prompt of at least one token"));
     }
-    let sampling = if opts.temperature <= 0.0 {
-        Sampling::ArgMax
-    } else {
-        match opts.top_p {
-            Some(p) => Sampling::TopP {
-                p,
-                temperature: opts.temperature,
-            },
-            None => Sampling::All {
-                temperature: opts.temperature,
-            },
-        }
-    };
-    let mut sampler = LogitsProcessor::from_sampling(opts.seed, sampling);
-    let mut stop = opts.stop_ids.clone();
-    stop.extend(model.special_tokens().eos);
-    let fwd = ForwardOptions {
-        logits: LogitPositions::Last,
-        ..Default::default()
-    };
-    let mut tokens = prompt.to_vec();
-    let mut new = Vec::new();
-    for _ in 0..opts.max_new_tokens {
-        if let Some(max) = model.info().max_positions {
-            if tokens.len() >= max {
-                break;
-            }
-        }
-        let input = Input::from_tokens(&tokens, model.device())?;
-        let out = model.forward(&input, hooks, &fwd)?;
-        let logits = out
-            .logits
-            .ok_or_else(|| invalid!("this model produces no token logits"))?
-            .flatten_all()?;
-        let next = sampler.sample(&logits)?;
-        tokens.push(next);
-        new.push(next);
-        on_token(next)?;
-        if stop.contains(&next) {
-            break;
-        }
-    }
-    Ok(new)
+    let input = Input::from_tokens(prompt, model.device())?;
+    let ids = decode(
+        model,
+        &input,
+        opts,
+        |inp, cache, call| {
+            let out = model.forward_cached(inp, hooks, &call_logits(call), cache)?;
+            out.logits
+                .ok_or_else(|| invalid!("this model produces no token logits"))
+        },
+        |t| on_token(t[0]),
+    )?;
+    let ids: Vec<i64> = ids.i(0)?.to_vec1()?;
+    Ok(ids[prompt.len()..].iter().map(|&t| t as u32).collect())
 }
 
 /// Wraps a user message in the ChatML template SmolLM2 and Qwen2 instruct models use.

@@ -3,10 +3,13 @@
 
 use crate::config::{groups, representation_keys, IntervenableConfig, Mode, RepresentationConfig};
 use crate::error::Result;
+use crate::generate::{call_logits, decode, GenerateOptions};
 use crate::intervention::{self, Intervention, Spec};
 use crate::invalid;
 use crate::location::{gather, scatter, Location, Unit, Units};
-use crate::model::{ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, NoHooks};
+use crate::model::{
+    ForwardOptions, ForwardOutput, Hooks, Input, KvCache, LogitPositions, Model, NoHooks,
+};
 use crate::site::{Component, Site};
 use crate::subspace::{self, Dims};
 use candle_core::Tensor;
@@ -50,6 +53,15 @@ pub struct Request {
     pub source_representations: Option<Vec<Option<Tensor>>>,
     pub output_original: bool,
     pub logits: LogitPositions,
+}
+
+/// Result of `generate`: prompt + new ids (batch, len) as i64, as Hugging Face returns them.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub ids: Tensor,
+    /// The same generation without interventions, when `output_original` was asked.
+    pub original_ids: Option<Tensor>,
+    pub collected: Vec<Tensor>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,15 +150,109 @@ impl IntervenableModel {
             .base
             .as_ref()
             .ok_or_else(|| invalid!("the request has no base input"))?;
+        let opts = ForwardOptions {
+            logits: req.logits.clone(),
+            ..Default::default()
+        };
+        let original = if req.output_original {
+            Some(self.model.forward(base, &mut NoHooks, &opts)?)
+        } else {
+            None
+        };
+        let mut plan = self.prepare(req, req.locations.clone())?;
+        let intervened = self.model.forward(base, &mut plan, &opts)?;
+        Ok(Outcome {
+            original,
+            intervened,
+            collected: plan.take_collected(),
+        })
+    }
+
+    /// Generates from the base with the interventions in place, gated as pyvene does: by
+    /// default every decoding step is intervened at the given positions of that step's input
+    /// (with no locations: position 0, the new token) and the prompt is not; with
+    /// `intervene_on_prompt` only the prompt is. Setters with whole-tensor locations act on
+    /// every call. Sources run once, before decoding.
+    pub fn generate(
+        &self,
+        req: &Request,
+        opts: &GenerateOptions,
+        intervene_on_prompt: bool,
+    ) -> Result<Generation> {
+        let base = req
+            .base
+            .as_ref()
+            .ok_or_else(|| invalid!("the request has no base input"))?;
+        let (batch, _) = base.batch_seq()?;
+        let locations = match (&req.locations, intervene_on_prompt) {
+            (None, false) => Some(vec![
+                Location {
+                    source: Units::Whole,
+                    base: Units::same(&[0], batch),
+                };
+                self.reps.len()
+            ]),
+            (l, _) => l.clone(),
+        };
+        let original = if req.output_original {
+            Some(decode(
+                self.model(),
+                base,
+                opts,
+                |inp, cache, call| self.step(inp, cache, call, &mut NoHooks),
+                |_| Ok(()),
+            )?)
+        } else {
+            None
+        };
+        let mut plan = self.prepare(req, locations)?;
+        for s in plan.setters.iter_mut() {
+            s.gated = s.units != Units::Whole;
+        }
+        plan.on_prompt = intervene_on_prompt;
+        let ids = decode(
+            self.model(),
+            base,
+            opts,
+            |inp, cache, call| {
+                plan.call = call;
+                plan.hot.clear();
+                self.step(inp, cache, call, &mut plan)
+            },
+            |_| Ok(()),
+        )?;
+        Ok(Generation {
+            ids,
+            original_ids: original,
+            collected: plan.take_collected(),
+        })
+    }
+
+    fn step(
+        &self,
+        input: &Input,
+        cache: &mut KvCache,
+        call: usize,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        let out = self
+            .model
+            .forward_cached(input, hooks, &call_logits(call), cache)?;
+        out.logits
+            .ok_or_else(|| invalid!("this model produces no token logits"))
+    }
+
+    /// Runs the sources and returns the base run's hooks.
+    fn prepare(&self, req: &Request, locations: Option<Vec<Location>>) -> Result<Plan<'_>> {
         let n = self.reps.len();
-        let locations = match &req.locations {
+        let locations = match locations {
             Some(l) if l.len() != n => {
                 return Err(invalid!(
                     "unit_locations has {} entries for {n} interventions",
                     l.len()
                 ))
             }
-            Some(l) => l.clone(),
+            Some(l) => l,
             None => vec![Location::whole(); n],
         };
         let dims = self.resolve_subspaces(&req.subspaces)?;
@@ -161,30 +267,13 @@ impl IntervenableModel {
                 ))
             }
         };
-        let opts = ForwardOptions {
-            logits: req.logits.clone(),
-            ..Default::default()
-        };
-        let original = if req.output_original {
-            Some(self.model.forward(base, &mut NoHooks, &opts)?)
-        } else {
-            None
-        };
-        let mut plan = match self.config.mode {
+        match self.config.mode {
             Mode::Parallel => {
                 let acts = self.run_sources_parallel(&sources, &locations, &given)?;
-                self.setters(&acts, &locations, &dims, &sources, |_| true)?
+                self.setters(&acts, &locations, &dims, &sources, |_| true)
             }
-            Mode::Serial => self.run_sources_serial(&sources, &locations, &dims, &given)?,
-        };
-        let intervened = self.model.forward(base, &mut plan, &opts)?;
-        let mut collected: Vec<(usize, Tensor)> = plan.collected;
-        collected.sort_by_key(|(r, _)| *r);
-        Ok(Outcome {
-            original,
-            intervened,
-            collected: collected.into_iter().map(|(_, t)| t).collect(),
-        })
+            Mode::Serial => self.run_sources_serial(&sources, &locations, &dims, &given),
+        }
     }
 
     fn resolve_subspaces(&self, subs: &[Option<Vec<Vec<usize>>>]) -> Result<Vec<Dims>> {
@@ -373,6 +462,7 @@ impl IntervenableModel {
                 units: locations[i].base.clone(),
                 source,
                 dims: dims[i].clone(),
+                gated: false,
             });
         }
         Ok(plan)
@@ -388,7 +478,9 @@ impl IntervenableModel {
     ) -> Result<Tensor> {
         let r = &self.reps[s.rep];
         let iv = self.intervention(s.rep);
-        let linked = self.config.representations[s.rep].intervention_link_key.is_some();
+        let linked = self.config.representations[s.rep]
+            .intervention_link_key
+            .is_some();
         // pyvene's hot activations: a linked intervention that already ran in this forward hands
         // its output to the next one as that one's base.
         let base = match hot.get(&r.intervention).filter(|_| linked) {
@@ -509,12 +601,11 @@ fn compile(
     }
     let constant_source = match &r.source_representation {
         None => None,
-        Some(serde_json::Value::String(name)) => Some(
-            tensors
-                .get(name)
-                .cloned()
-                .ok_or_else(|| invalid!("source_representation: no tensor named '{name}' in the request's tensors"))?,
-        ),
+        Some(serde_json::Value::String(name)) => {
+            Some(tensors.get(name).cloned().ok_or_else(|| {
+                invalid!("source_representation: no tensor named '{name}' in the request's tensors")
+            })?)
+        }
         Some(v) => Some(
             tensor_from_json(v, model.device())
                 .map_err(|e| invalid!("source_representation: {e}"))?,
@@ -587,6 +678,13 @@ struct Setter {
     units: Units,
     source: Option<Tensor>,
     dims: Dims,
+    /// During generation: acts only on the calls the gating allows (see `generate`).
+    gated: bool,
+}
+
+/// Whether a setter acts on generation call `call` (0 = the prompt).
+fn gate_open(s: &Setter, call: usize, on_prompt: bool) -> bool {
+    !s.gated || (call == 0) == on_prompt
 }
 
 /// The hooks of one forward: setters first (in config order), then getters, at each site.
@@ -598,6 +696,9 @@ struct Plan<'a> {
     collected: Vec<(usize, Tensor)>,
     /// Latest output of each linked intervention object in this forward.
     hot: HashMap<usize, Tensor>,
+    /// Generation: the current call (0 = prompt) and which calls gated setters act on.
+    call: usize,
+    on_prompt: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -609,19 +710,40 @@ impl<'a> Plan<'a> {
             got: HashMap::new(),
             collected: Vec::new(),
             hot: HashMap::new(),
+            call: 0,
+            on_prompt: false,
         }
+    }
+
+    fn active(&self, s: &Setter) -> bool {
+        gate_open(s, self.call, self.on_prompt)
+    }
+
+    /// Collected tensors in representation order, then call order.
+    fn take_collected(&mut self) -> Vec<Tensor> {
+        let mut c = std::mem::take(&mut self.collected);
+        c.sort_by_key(|(r, _)| *r);
+        c.into_iter().map(|(_, t)| t).collect()
     }
 }
 
 impl Hooks for Plan<'_> {
     fn wants(&self, site: Site) -> bool {
-        self.setters.iter().any(|s| s.site == site) || self.getters.iter().any(|g| g.site == site)
+        self.setters
+            .iter()
+            .any(|s| s.site == site && self.active(s))
+            || self.getters.iter().any(|g| g.site == site)
     }
 
     fn visit(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>> {
         let mut x = value.clone();
         let mut changed = false;
-        for s in self.setters.iter().filter(|s| s.site == site) {
+        let (call, on_prompt) = (self.call, self.on_prompt);
+        for s in self
+            .setters
+            .iter()
+            .filter(|s| s.site == site && gate_open(s, call, on_prompt))
+        {
             x = self
                 .owner
                 .apply_setter(s, x, &mut self.collected, &mut self.hot)?;

@@ -3,6 +3,7 @@
 
 use crate::config::IntervenableConfig;
 use crate::error::{Error, Result};
+use crate::generate::GenerateOptions;
 use crate::intervenable::{IntervenableModel, Outcome, Request};
 use crate::location::{parse_unit_locations, Unit};
 use crate::model::{Input, LogitPositions, Model};
@@ -89,14 +90,87 @@ pub fn run(iv: &mut IntervenableModel, req: &Value, dir: &Path) -> Result<Vec<(S
         }
     };
     load_states(iv, obj.get("intervention_state"), &tensors)?;
-    if obj.get("generate").is_some_and(|g| !g.is_null()) {
-        return Err(invalid!(
-            "request field 'generate': generation with interventions is not implemented yet"
-        ));
-    }
     let request = parse(iv, obj, &tensors)?;
+    if let Some(g) = obj.get("generate").filter(|g| !g.is_null()) {
+        let (opts, on_prompt) = parse_generate(g)?;
+        let out = iv.generate(&request, &opts, on_prompt)?;
+        let mut v = vec![("generated.ids".to_string(), out.ids)];
+        if let Some(o) = out.original_ids {
+            v.push(("original.generated.ids".to_string(), o));
+        }
+        for (i, c) in out.collected.into_iter().enumerate() {
+            v.push((format!("collected.{i}"), c));
+        }
+        return Ok(v);
+    }
     let out = iv.forward(&request)?;
     Ok(outputs(out))
+}
+
+/// The `generate` object: max_new_tokens, do_sample, intervene_on_prompt, temperature,
+/// top_k, top_p, seed.
+fn parse_generate(g: &Value) -> Result<(GenerateOptions, bool)> {
+    let obj = g
+        .as_object()
+        .ok_or_else(|| invalid!("generate must be an object or null, got {g}"))?;
+    const KEYS: &[&str] = &[
+        "max_new_tokens",
+        "do_sample",
+        "intervene_on_prompt",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+    ];
+    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(invalid!(
+            "generate: unknown field '{k}'; fields are: {}",
+            KEYS.join(", ")
+        ));
+    }
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let uint = |k: &str| -> Result<Option<usize>> {
+        get(k)
+            .map(|v| {
+                v.as_u64()
+                    .map(|x| x as usize)
+                    .ok_or_else(|| invalid!("generate.{k} must be a non-negative integer, got {v}"))
+            })
+            .transpose()
+    };
+    let float = |k: &str| -> Result<Option<f64>> {
+        get(k)
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| invalid!("generate.{k} must be a number, got {v}"))
+            })
+            .transpose()
+    };
+    let flag = |k: &str| -> Result<bool> {
+        get(k)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| invalid!("generate.{k} must be true or false, got {v}"))
+            })
+            .transpose()
+            .map(|b| b.unwrap_or(false))
+    };
+    let do_sample = flag("do_sample")?;
+    let temperature = float("temperature")?.unwrap_or(1.0);
+    if do_sample && temperature <= 0.0 {
+        return Err(invalid!(
+            "generate.temperature must be above 0 when do_sample is true"
+        ));
+    }
+    let opts = GenerateOptions {
+        max_new_tokens: uint("max_new_tokens")?.unwrap_or(20),
+        temperature: if do_sample { temperature } else { 0.0 },
+        top_k: uint("top_k")?,
+        top_p: float("top_p")?,
+        seed: uint("seed")?.unwrap_or(0) as u64,
+        ..Default::default()
+    };
+    Ok((opts, flag("intervene_on_prompt")?))
 }
 
 fn outputs(out: Outcome) -> Vec<(String, Tensor)> {

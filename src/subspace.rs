@@ -48,7 +48,11 @@ impl Dims {
             Dims::PerUnit(rows) => {
                 // pyvene indexes `base[..., arange(U)[:, None], rows]`: row i goes to unit i, and
                 // with a single unit every row lands on it (the union of the rows).
-                let units = if shape.len() >= 2 { shape[shape.len() - 2] } else { 1 };
+                let units = if shape.len() >= 2 {
+                    shape[shape.len() - 2]
+                } else {
+                    1
+                };
                 if units == 1 {
                     let all: Vec<usize> = rows.concat();
                     return Ok(Tensor::from_vec(row(&all)?, d, device)?);
@@ -60,7 +64,11 @@ impl Dims {
                         rows.len()
                     ));
                 }
-                let data: Vec<f32> = rows.iter().map(|r| row(r)).collect::<Result<Vec<_>>>()?.concat();
+                let data: Vec<f32> = rows
+                    .iter()
+                    .map(|r| row(r))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat();
                 Ok(Tensor::from_vec(data, (rows.len(), d), device)?)
             }
             Dims::PerExample(rows) => {

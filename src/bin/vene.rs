@@ -140,7 +140,7 @@ fn run(cli: Cli) -> vene::Result<()> {
                 temperature,
                 top_p,
                 seed,
-                stop_ids: Vec::new(),
+                ..Default::default()
             };
             let mut out = std::io::stdout();
             let mut shown = String::new();

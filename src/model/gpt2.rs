@@ -1,6 +1,7 @@
 //! GPT-2 (Hugging Face `GPT2Model` / `GPT2LMHeadModel`): learned positions, pre-LayerNorm,
 //! fused QKV projection stored as Conv1D ([in, out]), tied LM head.
 
+use super::cache::{self, KvCache};
 use super::hooks::{apply, Hooks};
 use super::ops::{self, Activation, LayerNorm};
 use super::{count_params, lm_head, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
@@ -133,12 +134,14 @@ impl Architecture for Gpt2 {
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        mut cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
         use Component::*;
+        let past = cache.as_ref().map_or(0, |c| c.len());
         let diff = opts.differentiable;
         let (b, s) = input.batch_seq()?;
         let dev = self.wte.device();
-        let pos = input.positions(dev)?.flatten_all()?;
+        let pos = input.positions(dev, past)?.flatten_all()?;
         let tok = match (&input.ids, &input.embeds) {
             (_, Some(e)) => e.clone(),
             (Some(ids), None) => {
@@ -149,8 +152,8 @@ impl Architecture for Gpt2 {
             (None, None) => unreachable!("checked by batch_seq"),
         };
         let mut x = (tok + self.wpe.index_select(&pos, 0)?.reshape((b, s, ()))?)?;
-        let mask = input.mask_f32()?;
-        let bias = ops::attention_bias(mask.as_ref(), b, s, None, dev)?;
+        let mask = input.mask_f32(past)?;
+        let bias = ops::attention_bias(mask.as_ref(), b, s, past, None, dev)?;
         let (nh, d) = (self.cfg.n_head, self.cfg.n_embd);
         for (i, blk) in self.blocks.iter().enumerate() {
             let site = |c| Site::new(i, c);
@@ -168,6 +171,7 @@ impl Architecture for Gpt2 {
             if self.cfg.scale_attn_by_inverse_layer_idx {
                 scale /= (i + 1) as f64;
             }
+            let (k, v) = cache::through(&mut cache, i, k, v)?;
             let values = ops::attention(hooks, i, &q, k, v, &bias, scale, diff)?;
             let a = apply(hooks, site(AttentionOutput), blk.c_proj.forward(&values)?)?;
             x = (x + a)?;

@@ -2,6 +2,7 @@
 //! pyvene has no q/k/v or head components for this family; we expose them from the fused
 //! projection, split the way Hugging Face splits it (per head: q, k, v chunks of head_dim).
 
+use super::cache::{self, KvCache};
 use super::hooks::{apply, Hooks};
 use super::ops::{self, Activation, LayerNorm, Rotary};
 use super::{count_params, lm_head, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
@@ -186,8 +187,10 @@ impl Architecture for GptNeox {
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        mut cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
         use Component::*;
+        let past = cache.as_ref().map_or(0, |c| c.len());
         let diff = opts.differentiable;
         let (b, s) = input.batch_seq()?;
         let dev = self.embed.device();
@@ -200,9 +203,9 @@ impl Architecture for GptNeox {
             }
             (None, None) => unreachable!("checked by batch_seq"),
         };
-        let mask = input.mask_f32()?;
-        let bias = ops::attention_bias(mask.as_ref(), b, s, None, dev)?;
-        let (cos, sin) = self.rotary.at(&input.positions(dev)?)?;
+        let mask = input.mask_f32(past)?;
+        let bias = ops::attention_bias(mask.as_ref(), b, s, past, None, dev)?;
+        let (cos, sin) = self.rotary.at(&input.positions(dev, past)?)?;
         let (nh, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
@@ -222,6 +225,7 @@ impl Architecture for GptNeox {
             let v = ops::hook_qkv(hooks, i, ValueOutput, HeadValueOutput, part(2)?, nh)?;
             let q = ops::apply_rotary(&q, &cos, &sin)?;
             let k = ops::apply_rotary(&k, &cos, &sin)?;
+            let (k, v) = cache::through(&mut cache, i, k, v)?;
             let values = ops::attention(hooks, i, &q, k, v, &bias, scale, diff)?;
             let a = apply(hooks, site(AttentionOutput), l.dense.forward(&values)?)?;
             let mlp_in = if self.cfg.use_parallel_residual {

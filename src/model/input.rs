@@ -109,9 +109,11 @@ impl Input {
         Err(invalid!("input has neither token ids nor embeddings"))
     }
 
-    /// The mask as f32 (batch, seq), checked against the batch shape.
-    pub(crate) fn mask_f32(&self) -> Result<Option<Tensor>> {
+    /// The mask as f32 (batch, past + seq), checked against the batch shape. With `past`
+    /// cached positions the mask covers them too, as in Hugging Face.
+    pub(crate) fn mask_f32(&self, past: usize) -> Result<Option<Tensor>> {
         let (b, s) = self.batch_seq()?;
+        let s = s + past;
         match &self.attention_mask {
             None => Ok(None),
             Some(m) => {
@@ -126,8 +128,9 @@ impl Input {
         }
     }
 
-    /// Position ids (batch, seq) as u32, following the rule on `position_ids`.
-    pub(crate) fn positions(&self, device: &Device) -> Result<Tensor> {
+    /// Position ids (batch, seq) as u32, following the rule on `position_ids`; after `past`
+    /// cached positions they continue where those stopped.
+    pub(crate) fn positions(&self, device: &Device, past: usize) -> Result<Tensor> {
         let (b, s) = self.batch_seq()?;
         if let Some(p) = &self.position_ids {
             if p.dims() != [b, s] {
@@ -139,26 +142,30 @@ impl Input {
             return Ok(p.to_dtype(DType::U32)?);
         }
         match &self.attention_mask {
-            None => Ok(Tensor::arange(0u32, s as u32, device)?
+            None => Ok(Tensor::arange(past as u32, (past + s) as u32, device)?
                 .unsqueeze(0)?
                 .repeat((b, 1))?),
             Some(m) => {
-                if m.dims() != [b, s] {
+                if m.dims() != [b, past + s] {
                     return Err(invalid!(
-                        "attention_mask has shape {:?}, but the input is ({b}, {s})",
-                        m.dims()
+                        "attention_mask has shape {:?}, but the input is ({b}, {})",
+                        m.dims(),
+                        past + s
                     ));
                 }
                 let mask: Vec<Vec<u32>> = m.to_dtype(DType::U32)?.to_vec2()?;
                 let mut out = Vec::with_capacity(b * s);
                 for row in mask {
                     let mut seen = 0u32;
-                    for v in row {
-                        if v != 0 {
-                            out.push(seen);
+                    for (j, v) in row.into_iter().enumerate() {
+                        let p = if v != 0 {
                             seen += 1;
+                            seen - 1
                         } else {
-                            out.push(1);
+                            1
+                        };
+                        if j >= past {
+                            out.push(p);
                         }
                     }
                 }

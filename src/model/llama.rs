@@ -1,6 +1,7 @@
 //! The Llama family: `llama`, `mistral` and `qwen2` (RMSNorm, SiLU-gated MLP, rotary, GQA,
 //! optional q/k/v biases, tied or untied embeddings, optional sliding window).
 
+use super::cache::{self, KvCache};
 use super::hooks::{apply, Hooks};
 use super::ops::{self, RmsNorm, Rotary};
 use super::{count_params, lm_head, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
@@ -221,8 +222,10 @@ impl Architecture for Llama {
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        mut cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
         use Component::*;
+        let past = cache.as_ref().map_or(0, |c| c.len());
         let diff = opts.differentiable;
         let (b, s) = input.batch_seq()?;
         let dev = self.embed.device();
@@ -235,9 +238,9 @@ impl Architecture for Llama {
             }
             (None, None) => unreachable!("checked by batch_seq"),
         };
-        let mask = input.mask_f32()?;
-        let bias = ops::attention_bias(mask.as_ref(), b, s, self.cfg.window(), dev)?;
-        let (cos, sin) = self.rotary.at(&input.positions(dev)?)?;
+        let mask = input.mask_f32(past)?;
+        let bias = ops::attention_bias(mask.as_ref(), b, s, past, self.cfg.window(), dev)?;
+        let (cos, sin) = self.rotary.at(&input.positions(dev, past)?)?;
         let (nh, nkv) = (self.cfg.num_attention_heads, self.cfg.kv_heads());
         let scale = 1.0 / (self.cfg.head_size() as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
@@ -256,6 +259,7 @@ impl Architecture for Llama {
             )?;
             let q = ops::apply_rotary(&q, &cos, &sin)?;
             let k = ops::apply_rotary(&k, &cos, &sin)?;
+            let (k, v) = cache::through(&mut cache, i, k, v)?;
             let values = ops::attention(hooks, i, &q, k, v, &bias, scale, diff)?;
             let a = apply(hooks, site(AttentionOutput), l.o.forward(&values)?)?;
             x = (x + a)?;

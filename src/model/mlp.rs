@@ -13,6 +13,7 @@
 
 use super::hooks::{apply, Hooks};
 use super::ops::Activation;
+use super::KvCache;
 use super::{
     count_params, Architecture, ForwardOptions, ForwardOutput, Input, LogitPositions, Model,
     ModelInfo, SpecialTokens,
@@ -405,8 +406,14 @@ impl Architecture for MlpClassifier {
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
         use Component::*;
+        if cache.is_some() {
+            return Err(crate::invalid!(
+                "the MLP classifier has no key/value cache; it does not generate"
+            ));
+        }
         let (mut x, flat) = self.embed(input)?;
         for (i, ff1) in self.ff1.iter().enumerate() {
             let site = |c| Site::new(i, c);

@@ -1,5 +1,6 @@
 //! Models with named hook sites: our own implementations of each architecture on candle.
 
+pub mod cache;
 pub mod gguf;
 pub mod gpt2;
 pub mod gpt_neox;
@@ -11,6 +12,7 @@ pub mod mlp;
 pub mod ops;
 pub mod tokenizer;
 
+pub use cache::KvCache;
 pub use hooks::{Hooks, NoHooks, Recorder};
 pub use input::{ForwardOptions, ForwardOutput, Input, LogitPositions};
 
@@ -25,11 +27,14 @@ use std::path::Path;
 /// serves any number of threads.
 pub trait Architecture: Send + Sync {
     /// Runs the model, calling `hooks` at every site in execution order.
+    /// With a cache, the input holds only new tokens (its mask covers cached positions too),
+    /// and their keys and values are appended to the cache.
     fn forward(
         &self,
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput>;
     /// Every component this architecture exposes, with its dimension.
     fn sites(&self) -> Vec<SiteInfo>;
@@ -155,8 +160,20 @@ impl Model {
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
     ) -> Result<ForwardOutput> {
-        self.check_input(input, opts)?;
-        self.arch.forward(input, hooks, opts)
+        self.check_input(input, opts, 0)?;
+        self.arch.forward(input, hooks, opts, None)
+    }
+
+    /// A forward over new tokens after the positions held in `cache`, which it extends.
+    pub fn forward_cached(
+        &self,
+        input: &Input,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput> {
+        self.check_input(input, opts, cache.len())?;
+        self.arch.forward(input, hooks, opts, Some(cache))
     }
 
     /// Plain forward: logits for all positions, no hooks.
@@ -166,21 +183,22 @@ impl Model {
             .ok_or_else(|| invalid!("this model produced no logits"))
     }
 
-    fn check_input(&self, input: &Input, opts: &ForwardOptions) -> Result<()> {
+    fn check_input(&self, input: &Input, opts: &ForwardOptions, past: usize) -> Result<()> {
         let (_, seq) = input.batch_seq()?;
         if seq == 0 {
             return Err(invalid!("the input has no tokens"));
         }
         if let Some(max) = self.info.max_positions {
-            if seq > max {
+            if seq + past > max {
                 return Err(invalid!(
-                    "the input has {seq} tokens, past this model's context length of {max}"
+                    "the input has {} tokens, past this model's context length of {max}",
+                    seq + past
                 ));
             }
         }
         // Shapes of the mask and position ids; positions must lie inside the position table.
-        input.mask_f32()?;
-        let positions = input.positions(&self.device)?;
+        input.mask_f32(past)?;
+        let positions = input.positions(&self.device, past)?;
         if let Some(max) = self.info.max_positions {
             let top = positions.flatten_all()?.max(0)?.to_scalar::<u32>()?;
             if top as usize >= max {

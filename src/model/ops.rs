@@ -80,22 +80,26 @@ pub fn linear(
     Ok(Linear::new(w, b))
 }
 
-/// Additive attention bias (batch, 1, q, k): 0 where query i may see key j (j <= i, key not
-/// padding, inside the sliding window if any), a large negative value elsewhere.
+/// Additive attention bias (batch, 1, q, past + q): 0 where query i (absolute position
+/// past + i) may see key j (j <= past + i, key not padding, inside the sliding window if any),
+/// a large negative value elsewhere.
 pub fn attention_bias(
     mask: Option<&Tensor>,
     batch: usize,
     seq: usize,
+    past: usize,
     window: Option<usize>,
     device: &Device,
 ) -> Result<Tensor> {
+    let total = past + seq;
     let keys: Vec<Vec<f32>> = match mask {
         Some(m) => m.to_dtype(DType::F32)?.to_vec2()?,
-        None => vec![vec![1.0; seq]; batch],
+        None => vec![vec![1.0; total]; batch],
     };
-    let mut data = Vec::with_capacity(batch * seq * seq);
+    let mut data = Vec::with_capacity(batch * seq * total);
     for row in &keys {
-        for i in 0..seq {
+        for q in 0..seq {
+            let i = past + q;
             for (j, &k) in row.iter().enumerate() {
                 let causal = j <= i;
                 let in_window = window.is_none_or(|w| i - j.min(i) < w);
@@ -107,7 +111,7 @@ pub fn attention_bias(
             }
         }
     }
-    Ok(Tensor::from_vec(data, (batch, 1, seq, seq), device)?)
+    Ok(Tensor::from_vec(data, (batch, 1, seq, total), device)?)
 }
 
 /// Rotary tables gathered at each row's positions: cos and sin of shape (batch, 1, seq, rot_dim),
