@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod noise;
 pub mod orthogonal;
 pub mod parametrised;
+pub mod registry;
 pub mod pca;
 pub mod rotation;
 pub mod sigmoid_mask;
@@ -122,6 +123,9 @@ pub fn canonical_type(name: &str) -> Option<&'static str> {
 /// Builds a built-in intervention for a representation.
 pub fn build(spec: &Spec) -> Result<Box<dyn Intervention>> {
     let name = spec.rep.type_name();
+    if name.contains('/') {
+        return registry::build(name, spec);
+    }
     let canonical = canonical_type(name).ok_or_else(|| {
         let names: Vec<&str> = BUILTIN_TYPES.iter().map(|(c, _)| *c).collect();
         invalid!(
