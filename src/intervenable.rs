@@ -53,6 +53,9 @@ pub struct Request {
     pub source_representations: Option<Vec<Option<Tensor>>>,
     pub output_original: bool,
     pub logits: LogitPositions,
+    /// Run the base with ops that all have a backward pass (`ForwardOptions::differentiable`),
+    /// so gradients reach trainable interventions. Training sets it; default false.
+    pub differentiable: bool,
 }
 
 /// Result of `generate`: prompt + new ids (batch, len) as i64, as Hugging Face returns them.
@@ -152,6 +155,7 @@ impl IntervenableModel {
             .ok_or_else(|| invalid!("the request has no base input"))?;
         let opts = ForwardOptions {
             logits: req.logits.clone(),
+            differentiable: req.differentiable,
             ..Default::default()
         };
         let original = if req.output_original {

@@ -3,6 +3,8 @@
 //! The engine loads real model files into our own architectures ([`model`]), each of which
 //! calls a hook at every named intervention site ([`site`]).
 
+pub mod analysis;
+pub mod capi;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -11,9 +13,13 @@ pub mod intervenable;
 pub mod intervention;
 pub mod location;
 pub mod model;
+pub mod plot;
+pub mod plugin;
 pub mod request;
 pub mod site;
+pub mod steering;
 pub mod subspace;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{

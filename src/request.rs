@@ -29,6 +29,8 @@ const FIELDS: &[&str] = &[
     "output_original_output",
     "generate",
     "logits",
+    "plugins",
+    "wasm_limits",
 ];
 
 /// Reads a request file and resolves its `model` path against the file's folder.
@@ -55,6 +57,8 @@ pub fn resolve_path(dir: &Path, p: &str) -> PathBuf {
 
 /// Builds the intervenable model a full request names (`model` + `config`).
 pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
+    // Plugin types must be registered before the config names them.
+    crate::plugin::load_for_request(req, dir)?;
     let model_path = req.get("model").and_then(Value::as_str).ok_or_else(|| {
         invalid!("request field 'model' is missing: give a model directory or GGUF file")
     })?;
@@ -396,6 +400,7 @@ pub fn parse(
         source_representations,
         output_original,
         logits,
+        differentiable: false,
     })
 }
 

@@ -177,6 +177,11 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// (batch, seq, heads * d) -> (batch, heads, seq, d)
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, s, hd) = x.dims3()?;
+    if s == 1 {
+        // A single position needs no transpose; candle's matmul rejects the strides a
+        // transposed size-1 axis leaves behind (decoding steps).
+        return Ok(x.contiguous()?.reshape((b, heads, 1, hd / heads))?);
+    }
     Ok(x.reshape((b, s, heads, hd / heads))?
         .transpose(1, 2)?
         .contiguous()?)
@@ -185,6 +190,9 @@ pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 /// (batch, heads, seq, d) -> (batch, seq, heads * d)
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, s, d) = x.dims4()?;
+    if s == 1 {
+        return Ok(x.contiguous()?.reshape((b, 1, h * d))?);
+    }
     Ok(x.transpose(1, 2)?.contiguous()?.reshape((b, s, h * d))?)
 }
 

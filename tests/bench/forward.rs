@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench forward -- [--model PATH] [--name NAME] [--shapes 1x16,8x64]
-//!     [--iters N] [--warmup N] [--out FILE.jsonl] [--profile]
+//!     [--iters N] [--warmup N] [--out FILE.jsonl] [--profile | --serve]
 //! ```
 //!
 //! Without `--model` it runs the default model (SmolLM2-135M, fetched into the cache if
@@ -13,6 +13,10 @@
 //! per (shape, variant) plus one with the process's peak RSS; tests/bench/run.sh reads them.
 //! `--profile` instead prints, per shape, how the time of a forward splits between the
 //! segments from one hook site to the next (a profiler that needs nothing but the hooks).
+//! `--serve` loads the model and then answers requests on stdin, one JSON line per request
+//! (`run VARIANT BATCH SEQ` times one forward; `quit` reports peak RSS and exits), so that
+//! tests/bench/torch_forward.py can alternate vene and PyTorch forwards in one time window and
+//! both engines see the same machine load.
 //! This is a benchmark, not a test: it checks nothing.
 
 use candle_core::{Device, Tensor};
@@ -121,6 +125,7 @@ struct Args {
     warmup: Option<usize>,
     out: Option<String>,
     profile: bool,
+    serve: bool,
 }
 
 fn parse_args() -> Args {
@@ -132,6 +137,7 @@ fn parse_args() -> Args {
         warmup: None,
         out: None,
         profile: false,
+        serve: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -141,6 +147,7 @@ fn parse_args() -> Args {
             "--name" => a.name = Some(val("--name")),
             "--out" => a.out = Some(val("--out")),
             "--profile" => a.profile = true,
+            "--serve" => a.serve = true,
             "--iters" => a.iters = Some(val("--iters").parse().expect("--iters N")),
             "--warmup" => a.warmup = Some(val("--warmup").parse().expect("--warmup N")),
             "--shapes" => {
@@ -194,6 +201,48 @@ fn ids(batch: usize, seq: usize, vocab: usize) -> Tensor {
     Tensor::from_vec(v, (batch, seq), &Device::Cpu).unwrap()
 }
 
+const VARIANTS: [&str; 3] = ["nohooks", "noop_one_site", "noop_all_sites"];
+
+struct Bench {
+    model: Model,
+    vocab: usize,
+    /// The one site of `noop_one_site`: block_output of the middle layer.
+    mid: Site,
+}
+
+impl Bench {
+    /// Times one forward; returns (ms, checksum). The checksum, the sum of row 0's logits at
+    /// the last position, lets a reader see that vene and torch computed the same thing.
+    fn run(&self, variant: &str, b: usize, s: usize) -> (f64, f64) {
+        let input = Input::from_ids(ids(b, s, self.vocab));
+        let opts = ForwardOptions::default();
+        let t = Instant::now();
+        let res = match variant {
+            "nohooks" => self.model.forward(&input, &mut NoHooks, &opts),
+            "noop_one_site" => self.model.forward(
+                &input,
+                &mut Noop {
+                    only: Some(self.mid),
+                },
+                &opts,
+            ),
+            "noop_all_sites" => self.model.forward(&input, &mut Noop { only: None }, &opts),
+            other => panic!("unknown variant {other}; known: {VARIANTS:?}"),
+        }
+        .expect("forward");
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let check = res
+            .logits
+            .expect("logits")
+            .get(0)
+            .and_then(|r| r.get(s - 1))
+            .and_then(|r| r.sum_all())
+            .and_then(|r| r.to_scalar::<f32>())
+            .unwrap() as f64;
+        (ms, check)
+    }
+}
+
 fn main() {
     let args = parse_args();
     let path = match &args.model {
@@ -211,8 +260,42 @@ fn main() {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let rss_after_load = proc_status_kb("VmRSS:");
     let info = model.info().clone();
-    let vocab = info.vocab_size.expect("a token model");
-    let mid = Site::new(info.n_layers / 2, Component::BlockOutput);
+    let bench = Bench {
+        vocab: info.vocab_size.expect("a token model"),
+        mid: Site::new(info.n_layers / 2, Component::BlockOutput),
+        model,
+    };
+    let summary = |extra: serde_json::Value| {
+        let mut v = serde_json::json!({
+            "engine": "vene", "model": name, "path": path, "threads": threads,
+            "load_ms": load_ms, "rss_after_load_kb": rss_after_load,
+            "peak_rss_kb": proc_status_kb("VmHWM:"), "n_params": info.n_params,
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    if args.serve {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", summary(serde_json::json!({"ready": true}))).unwrap();
+        out.flush().unwrap();
+        for line in std::io::stdin().lines() {
+            let line = line.expect("reading stdin");
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["run", variant, b, s] => {
+                    let (ms, check) = bench.run(variant, b.parse().unwrap(), s.parse().unwrap());
+                    writeln!(out, "{}", serde_json::json!({"ms": ms, "check": check})).unwrap();
+                }
+                ["quit"] | [] => break,
+                other => panic!("unknown request {other:?}"),
+            }
+            out.flush().unwrap();
+        }
+        writeln!(out, "{}", summary(serde_json::json!({}))).unwrap();
+        return;
+    }
     println!(
         "vene {name}: {} layers, hidden {}, {} params, load {load_ms:.0} ms, {threads} threads",
         info.n_layers, info.hidden_size, info.n_params
@@ -224,45 +307,28 @@ fn main() {
             .open(f)
             .expect("opening --out")
     });
-    let opts = ForwardOptions::default();
     for &(b, s) in &args.shapes {
-        let input = Input::from_ids(ids(b, s, vocab));
         if args.profile {
-            profile(&model, &input, args.iters.unwrap_or(3));
+            let input = Input::from_ids(ids(b, s, bench.vocab));
+            profile(&bench.model, &input, args.iters.unwrap_or(3));
             continue;
         }
         let small = b * s <= 64;
         let warmup = args.warmup.unwrap_or(if small { 3 } else { 1 });
         let iters = args.iters.unwrap_or(if small { 20 } else { 6 });
-        let variants = ["nohooks", "noop_one_site", "noop_all_sites"];
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-        let mut check = 0.0f64;
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+        let mut check = 0.0;
+        // Round-robin, so drift in machine speed hits every variant alike.
         for round in 0..warmup + iters {
-            for (v, variant) in variants.iter().enumerate() {
-                let t = Instant::now();
-                let res = match *variant {
-                    "nohooks" => model.forward(&input, &mut NoHooks, &opts),
-                    "noop_one_site" => model.forward(&input, &mut Noop { only: Some(mid) }, &opts),
-                    _ => model.forward(&input, &mut Noop { only: None }, &opts),
-                }
-                .expect("forward");
-                let logits = res.logits.expect("logits");
-                let ms = t.elapsed().as_secs_f64() * 1e3;
+            for (v, variant) in VARIANTS.iter().enumerate() {
+                let (ms, c) = bench.run(variant, b, s);
+                check = c;
                 if round >= warmup {
                     times[v].push(ms);
                 }
-                if v == 0 && round == 0 {
-                    // A checksum to compare with torch: sum of the last position's logits, row 0.
-                    check = logits
-                        .get(0)
-                        .and_then(|r| r.get(s - 1))
-                        .and_then(|r| r.sum_all())
-                        .and_then(|r| r.to_scalar::<f32>())
-                        .unwrap() as f64;
-                }
             }
         }
-        for (v, variant) in variants.iter().enumerate() {
+        for (v, variant) in VARIANTS.iter().enumerate() {
             let t = &mut times[v];
             let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
             let med = median(t);
@@ -270,35 +336,22 @@ fn main() {
                 "  {b}x{s:<4} {variant:<15} median {med:9.2} ms  min {min:9.2} ms  ({iters} runs)  check {check:.4}"
             );
             if let Some(f) = out.as_mut() {
-                writeln!(
-                    f,
-                    "{}",
-                    serde_json::json!({
-                        "engine": "vene", "model": name, "shape": format!("{b}x{s}"),
-                        "variant": variant, "median_ms": med, "min_ms": min, "iters": iters,
-                        "threads": threads, "check": check,
-                    })
-                )
-                .unwrap();
+                let row = serde_json::json!({
+                    "engine": "vene", "model": name, "shape": format!("{b}x{s}"),
+                    "variant": variant, "median_ms": med, "min_ms": min, "iters": iters,
+                    "threads": threads, "check": check,
+                });
+                writeln!(f, "{row}").unwrap();
             }
         }
     }
-    let peak = proc_status_kb("VmHWM:");
+    let end = summary(serde_json::json!({}));
     println!(
         "  peak RSS {:.0} MiB (after load {:.0} MiB)",
-        peak as f64 / 1024.0,
+        end["peak_rss_kb"].as_f64().unwrap() / 1024.0,
         rss_after_load as f64 / 1024.0
     );
     if let Some(f) = out.as_mut() {
-        writeln!(
-            f,
-            "{}",
-            serde_json::json!({
-                "engine": "vene", "model": name, "peak_rss_kb": peak,
-                "rss_after_load_kb": rss_after_load, "load_ms": load_ms, "path": path,
-                "threads": threads,
-            })
-        )
-        .unwrap();
+        writeln!(f, "{end}").unwrap();
     }
 }

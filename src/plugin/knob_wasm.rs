@@ -1,0 +1,1 @@
+//! Knobs packed as one `.wasm` file (work in progress).

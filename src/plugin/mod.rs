@@ -1,0 +1,135 @@
+//! Plugin interventions: user-written intervention types loaded at run time.
+//!
+//! - **Native plugins** ([`native`]): shared libraries exporting `vene_plugin_entry`
+//!   (`include/vene_plugin.h`). Trusted code, called directly on the activation rows.
+//! - **WASM modules** ([`wasm`]): sandboxed WebAssembly with a scalar-only ABI, a wall-clock
+//!   deadline per call and a memory cap. Safe to load from strangers.
+//! - **Host function tables** ([`abi::register_table`]): the same C table a native plugin
+//!   exports, registered by a host program through the C API.
+//!
+//! Every route registers its types in [`crate::intervention::registry`] as
+//! `"<plugin>/<type>"` (WASM modules: `"wasm/<file stem>"`), so a config names them like any
+//! other type, with arguments in `intervention_args`. A knob packed as one `.wasm` file
+//! ([`knob_wasm`]) carries its code, metadata and weights together.
+
+pub mod abi;
+pub mod knob_wasm;
+pub mod native;
+pub mod wasm;
+
+pub use abi::register_table;
+pub use wasm::WasmLimits;
+
+use crate::error::Result;
+use crate::invalid;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// How a plugin was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    Native,
+    Wasm,
+}
+
+/// What loading a plugin registered.
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    /// The plugin's name: the prefix of its type names (`wasm` for WASM modules).
+    pub name: String,
+    pub version: String,
+    pub kind: PluginKind,
+    pub path: PathBuf,
+    /// Full type names, as configs name them (`"<plugin>/<type>"`).
+    pub types: Vec<String>,
+}
+
+/// Loads a plugin by its file name: `.wasm` and `.wat` files are WASM modules (run under
+/// `limits`), anything else is a native library.
+pub fn load(path: &Path, limits: &WasmLimits) -> Result<LoadedPlugin> {
+    if is_wasm_path(path) {
+        wasm::load(path, limits)
+    } else {
+        native::load(path)
+    }
+}
+
+/// Whether a path names a WASM module (`.wasm` or `.wat`).
+pub fn is_wasm_path(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("wasm") | Some("wat")
+    )
+}
+
+/// Loads what a request's `"plugins"` field lists (paths relative to `dir`), with the
+/// request's `"wasm_limits"` for WASM modules. Does nothing when neither field is present.
+pub fn load_for_request(req: &Value, dir: &Path) -> Result<Vec<LoadedPlugin>> {
+    let limits = match req.get("wasm_limits") {
+        None | Some(Value::Null) => WasmLimits::default(),
+        Some(v) => WasmLimits::from_json(v).map_err(|e| invalid!("wasm_limits: {e}"))?,
+    };
+    let list = match req.get("plugins") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(Value::String(_)) => {
+            return Err(invalid!(
+                "plugins must be a list of paths, e.g. [\"plugin.so\", \"module.wasm\"]"
+            ))
+        }
+        Some(other) => {
+            return Err(invalid!("plugins must be a list of paths, got {other}"));
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = p
+                .as_str()
+                .ok_or_else(|| invalid!("plugins[{i}] must be a path, got {p}"))?;
+            let path = crate::request::resolve_path(dir, p);
+            load(&path, &limits).map_err(|e| invalid!("plugins[{i}]: {e}"))
+        })
+        .collect()
+}
+
+/// Receives plugin log lines: (who: plugin name or module path, level `VENE_LOG_*`, text).
+pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;
+
+static SINK: RwLock<Option<LogSink>> = RwLock::new(None);
+
+/// Sends plugin log lines to `sink` instead of stderr (`None` restores stderr). The default
+/// writes lines at or above `$VENE_PLUGIN_LOG` (`debug`, `info`, `warn` (default), `error`,
+/// `off`) to stderr.
+pub fn set_log_sink(sink: Option<LogSink>) {
+    *SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
+}
+
+fn env_level() -> i32 {
+    match std::env::var("VENE_PLUGIN_LOG").as_deref() {
+        Ok("debug") => abi::VENE_LOG_DEBUG,
+        Ok("info") => abi::VENE_LOG_INFO,
+        Ok("error") => abi::VENE_LOG_ERROR,
+        Ok("off") => i32::MAX,
+        _ => abi::VENE_LOG_WARN,
+    }
+}
+
+/// Emits one plugin log line.
+pub(crate) fn log(who: &str, level: i32, msg: &str) {
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match sink {
+        Some(s) => s(who, level, msg),
+        None if level >= env_level() => {
+            let name = match level {
+                i32::MIN..=0 => "debug",
+                1 => "info",
+                2 => "warn",
+                _ => "error",
+            };
+            eprintln!("[plugin {who}] {name}: {msg}");
+        }
+        None => {}
+    }
+}
