@@ -84,6 +84,9 @@ typedef struct vene_intervention_type {
 #define VENE_TYPE_DISTRIBUTED 2u  /* several units of one example reach apply as one row
                                      (pyvene's "distributed" interventions); otherwise one unit
                                      is one row */
+#define VENE_TYPE_ROW_WISE    4u  /* each output row depends only on the same row of base and
+                                     source: the host may split a call into calls over fewer
+                                     rows (for WASM modules: cache-sized chunks, less memory) */
 
 typedef struct vene_plugin_info {
   uint32_t magic; uint32_t abi_version; uint32_t struct_size;
@@ -128,7 +131,9 @@ const vene_plugin_info *vene_plugin_entry(uint32_t host_abi_version, const vene_
  * The host compiles a module once, instantiates it per intervention (and per thread using it at
  * the same moment), calls vene_init once per instance, asks vene_alloc for its three buffers
  * (base, source, out) once per instance and reuses them, asking again only for bigger calls.
- * Each call copies rows in, runs vene_intervene and copies rows x dim floats back from `out`.
+ * Each call copies rows in, runs vene_intervene and copies rows x dim floats back from `out`;
+ * for a VENE_TYPE_ROW_WISE module it does so in chunks of about 64 KiB of rows per buffer (faster,
+ * and the module's memory stays small whatever the batch size).
  * Limits per call: a wall-clock deadline (default 1 s) and a memory cap (default 64 MiB); a
  * trap, a timeout or an out-of-bounds access fails the call with the module's name and the
  * reason, and that instance is thrown away. Float results are deterministic (NaNs are

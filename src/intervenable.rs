@@ -53,9 +53,6 @@ pub struct Request {
     pub source_representations: Option<Vec<Option<Tensor>>>,
     pub output_original: bool,
     pub logits: LogitPositions,
-    /// Run the base with ops that all have a backward pass (`ForwardOptions::differentiable`),
-    /// so gradients reach trainable interventions. Training sets it; default false.
-    pub differentiable: bool,
 }
 
 /// Result of `generate`: prompt + new ids (batch, len) as i64, as Hugging Face returns them.
@@ -149,13 +146,23 @@ impl IntervenableModel {
 
     /// Runs sources and base with the interventions in place.
     pub fn forward(&self, req: &Request) -> Result<Outcome> {
+        self.forward_with(req, false)
+    }
+
+    /// Like `forward`, but the base runs with ops that all have a backward pass
+    /// (`ForwardOptions::differentiable`), so gradients reach trainable interventions.
+    pub fn forward_differentiable(&self, req: &Request) -> Result<Outcome> {
+        self.forward_with(req, true)
+    }
+
+    fn forward_with(&self, req: &Request, differentiable: bool) -> Result<Outcome> {
         let base = req
             .base
             .as_ref()
             .ok_or_else(|| invalid!("the request has no base input"))?;
         let opts = ForwardOptions {
             logits: req.logits.clone(),
-            differentiable: req.differentiable,
+            differentiable,
             ..Default::default()
         };
         let original = if req.output_original {

@@ -5,12 +5,14 @@
 
 pub mod analysis;
 pub mod capi;
+pub mod causal_model;
 pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod intervenable;
 pub mod intervention;
+pub mod knob;
 pub mod location;
 pub mod model;
 pub mod plot;

@@ -42,7 +42,11 @@ pub enum Palette {
 impl Palette {
     /// The color of `t` in 0..=1 along the scale.
     pub fn rgb(self, t: f32) -> (u8, u8, u8) {
-        let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+        let t = if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let lerp = |a: (f32, f32, f32), b: (f32, f32, f32), t: f32| {
             (
                 (a.0 + (b.0 - a.0) * t).round() as u8,
@@ -114,10 +118,7 @@ pub struct Heatmap {
 impl Heatmap {
     fn check(&self) -> Result<()> {
         if self.values.len() != self.row_labels.len()
-            || self
-                .values
-                .iter()
-                .any(|r| r.len() != self.col_labels.len())
+            || self.values.iter().any(|r| r.len() != self.col_labels.len())
         {
             return Err(invalid!(
                 "heatmap '{}': values are not {} x {}",
@@ -208,7 +209,8 @@ pub fn write_png(path: &Path, panels: &[Heatmap]) -> Result<()> {
                 .iter()
                 .map(|v| measure(&tick(*v), &label_style))
                 .max()
-                .unwrap_or(30);
+                .unwrap_or(30)
+                .max(measure(&p.value_name, &label_style).saturating_sub(BAR_W + 6));
             (label_w, tick_w, panel_size(p, label_w, tick_w))
         })
         .collect();
@@ -240,13 +242,13 @@ fn tick(v: f32) -> String {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-fn draw_panel(
-    root: &Area<'_>,
+fn draw_panel<'a>(
+    root: &Area<'a>,
     h: &Heatmap,
     x_off: i32,
     label_w: u32,
     font: &dyn Fn(f64) -> TextStyle<'static>,
-) -> std::result::Result<(), DrawingAreaErrorKind<<BitMapBackend<'_> as DrawingBackend>::ErrorType>>
+) -> std::result::Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>
 {
     let rows = h.row_labels.len() as i32;
     let cols = h.col_labels.len() as i32;
@@ -333,10 +335,7 @@ fn draw_panel(
     for (frac, v) in [(0.0, hi), (0.5, (lo + hi) / 2.0), (1.0, lo)] {
         root.draw(&Text::new(
             tick(v),
-            (
-                bx + BAR_W as i32 + 5,
-                y0 + (frac * bh as f32) as i32,
-            ),
+            (bx + BAR_W as i32 + 5, y0 + (frac * bh as f32) as i32),
             left.clone(),
         ))?;
     }
@@ -397,7 +396,9 @@ pub fn ansi_table(h: &Heatmap, color: bool) -> Result<String> {
                     let (cr, cg, cb) = h.color(v);
                     let lum = 0.299 * cr as f32 + 0.587 * cg as f32 + 0.114 * cb as f32;
                     let fg = if lum > 140.0 { "30" } else { "97" };
-                    out.push_str(&format!("\x1b[48;2;{cr};{cg};{cb}m\x1b[{fg}m{s:>w$}\x1b[0m"));
+                    out.push_str(&format!(
+                        "\x1b[48;2;{cr};{cg};{cb}m\x1b[{fg}m{s:>w$}\x1b[0m"
+                    ));
                 }
                 _ => out.push_str(&format!("{s:>w$}")),
             }

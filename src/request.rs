@@ -19,6 +19,7 @@ use std::sync::Arc;
 const FIELDS: &[&str] = &[
     "model",
     "config",
+    "knob",
     "base",
     "sources",
     "unit_locations",
@@ -63,9 +64,19 @@ pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
         invalid!("request field 'model' is missing: give a model directory or GGUF file")
     })?;
     let model = Arc::new(Model::load(resolve_path(dir, model_path))?);
-    let config = req
-        .get("config")
-        .ok_or_else(|| invalid!("request field 'config' is missing"))?;
+    // A knob directory (vene's or pyvene's save()) in place of "config".
+    if let Some(k) = req.get("knob").filter(|v| !v.is_null()) {
+        if req.get("config").is_some_and(|c| !c.is_null()) {
+            return Err(invalid!("give either 'config' or 'knob', not both"));
+        }
+        let k = k.as_str().ok_or_else(|| {
+            invalid!("request field 'knob' must be a knob directory path, got {k}")
+        })?;
+        return crate::knob::load(resolve_path(dir, k), model);
+    }
+    let config = req.get("config").ok_or_else(|| {
+        invalid!("request field 'config' is missing (or give 'knob', a knob directory)")
+    })?;
     let config = IntervenableConfig::from_json(config)?;
     IntervenableModel::with_tensors(model, config, &request_tensors(req, dir)?)
 }
@@ -400,7 +411,6 @@ pub fn parse(
         source_representations,
         output_original,
         logits,
-        differentiable: false,
     })
 }
 

@@ -98,15 +98,13 @@ pub fn read_pairs(path: &Path) -> Result<Vec<ContrastPair>> {
     let mut pairs = Vec::with_capacity(items.len());
     for (i, it) in items.iter().enumerate() {
         let pair = match it {
-            serde_json::Value::Array(a) if a.len() == 2 => {
-                match (a[0].as_str(), a[1].as_str()) {
-                    (Some(p), Some(n)) => Some(ContrastPair {
-                        positive: p.into(),
-                        negative: n.into(),
-                    }),
-                    _ => None,
-                }
-            }
+            serde_json::Value::Array(a) if a.len() == 2 => match (a[0].as_str(), a[1].as_str()) {
+                (Some(p), Some(n)) => Some(ContrastPair {
+                    positive: p.into(),
+                    negative: n.into(),
+                }),
+                _ => None,
+            },
             serde_json::Value::Object(o) => {
                 match (
                     o.get("positive").and_then(|v| v.as_str()),
@@ -346,7 +344,10 @@ impl SteeringVector {
         for &l in &written {
             let d = &self.directions[&l];
             let t = Tensor::from_slice(d, d.len(), &Device::Cpu)?;
-            qts.push((format!("direction.{l}"), QTensor::quantize(&t, GgmlDType::F32)?));
+            qts.push((
+                format!("direction.{l}"),
+                QTensor::quantize(&t, GgmlDType::F32)?,
+            ));
         }
         let tensors: Vec<(&str, &QTensor)> = qts.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut f = std::fs::File::create(path).map_err(|e| Error::file(path, e))?;
@@ -358,9 +359,8 @@ impl SteeringVector {
     /// summed, as llama.cpp does.
     pub fn read_gguf(path: &Path) -> Result<SteeringVector> {
         let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
-        let content = gguf_file::Content::read(&mut f).map_err(|e| {
-            Error::file(path, format!("not a readable GGUF control vector: {e}"))
-        })?;
+        let content = gguf_file::Content::read(&mut f)
+            .map_err(|e| Error::file(path, format!("not a readable GGUF control vector: {e}")))?;
         match content.metadata.get("general.architecture") {
             Some(Value::String(a)) if a == "controlvector" => {}
             Some(Value::String(a)) => {
@@ -395,7 +395,10 @@ impl SteeringVector {
             if q.shape().rank() != 1 {
                 return Err(Error::file(
                     path,
-                    format!("{name} has shape {:?}; directions are 1-D", q.shape().dims()),
+                    format!(
+                        "{name} has shape {:?}; directions are 1-D",
+                        q.shape().dims()
+                    ),
                 ));
             }
             let v: Vec<f32> = q
@@ -412,7 +415,9 @@ impl SteeringVector {
                 }
                 _ => {}
             }
-            let e = directions.entry(layer).or_insert_with(|| vec![0.0; v.len()]);
+            let e = directions
+                .entry(layer)
+                .or_insert_with(|| vec![0.0; v.len()]);
             e.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
         }
         let hidden_size =
@@ -468,7 +473,9 @@ pub fn direction(diffs: &[Vec<f32>], method: Method) -> Result<Vec<f32>> {
         }
     }
     let (vals, vecs) = jacobi_eigen(&mut gram, n);
-    let top = (0..n).max_by(|&a, &b| vals[a].total_cmp(&vals[b])).unwrap_or(0);
+    let top = (0..n)
+        .max_by(|&a, &b| vals[a].total_cmp(&vals[b]))
+        .unwrap_or(0);
     if vals[top] <= 1e-12 {
         return Err(invalid!(
             "the activation differences are all zero (are the positive and negative prompts identical?)"
@@ -590,7 +597,11 @@ mod tests {
 
     #[test]
     fn pca_of_parallel_differences_is_their_direction() {
-        let diffs = vec![vec![2.0, 0.0, 0.0], vec![1.0, 0.0, 0.0], vec![3.0, 0.1, 0.0]];
+        let diffs = vec![
+            vec![2.0, 0.0, 0.0],
+            vec![1.0, 0.0, 0.0],
+            vec![3.0, 0.1, 0.0],
+        ];
         let d = direction(&diffs, Method::Pca).unwrap();
         assert!(d[0] > 0.99, "{d:?}");
         let m = direction(&diffs, Method::MeanDiff).unwrap();

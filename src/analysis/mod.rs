@@ -10,7 +10,7 @@ pub mod trace;
 
 use crate::error::Result;
 use crate::invalid;
-use crate::model::{ForwardOptions, Hooks, Input, LogitPositions, Model, Recorder};
+use crate::model::{ForwardOptions, Hooks, Input, KvCache, LogitPositions, Model, Recorder};
 use crate::site::{Component, Site};
 use candle_core::{DType, IndexOp, Tensor, D};
 use serde::Serialize;
@@ -98,6 +98,7 @@ fn slot(dims: &[usize], row: usize, pos: usize, head: Option<usize>) -> Result<(
 pub struct RowEdit {
     pub row: usize,
     pub site: Site,
+    /// Absolute position in the prompt (the batch may start at the patcher's offset).
     pub pos: usize,
     /// For head components, which head; `None` writes every head at `pos`.
     pub head: Option<usize>,
@@ -110,6 +111,7 @@ pub struct RowPatcher<'a> {
     from: &'a Activations,
     edits: HashMap<Site, Vec<RowEdit>>,
     adds: HashMap<Site, Tensor>,
+    offset: usize,
 }
 
 impl<'a> RowPatcher<'a> {
@@ -118,7 +120,14 @@ impl<'a> RowPatcher<'a> {
             from,
             edits: HashMap::new(),
             adds: HashMap::new(),
+            offset: 0,
         }
+    }
+
+    /// The batch holds positions `offset..` of the prompt (the rest is in a key/value cache).
+    pub fn with_offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
     }
 
     pub fn edit(&mut self, e: RowEdit) {
@@ -154,8 +163,15 @@ impl Hooks for RowPatcher<'_> {
                     (4, None) => (0..dims[1]).map(Some).collect(),
                     (_, h) => vec![h],
                 };
+                let at = e.pos.checked_sub(self.offset).ok_or_else(|| {
+                    invalid!(
+                        "position {} lies in the cached prefix (the batch starts at {})",
+                        e.pos,
+                        self.offset
+                    )
+                })?;
                 for h in heads {
-                    let (to, len) = slot(&dims, e.row, e.pos, h)?;
+                    let (to, len) = slot(&dims, e.row, at, h)?;
                     let (from, flen) = slot(src_dims, 0, e.pos, h)?;
                     if len != flen {
                         return Err(invalid!(
@@ -249,7 +265,11 @@ pub fn top_k_of(logits: &Tensor, k: usize) -> Result<Vec<(u32, f32)>> {
         .to_vec1()?;
     let mut idx: Vec<u32> = (0..p.len() as u32).collect();
     idx.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
-    Ok(idx.into_iter().take(k).map(|i| (i, p[i as usize])).collect())
+    Ok(idx
+        .into_iter()
+        .take(k)
+        .map(|i| (i, p[i as usize]))
+        .collect())
 }
 
 /// Each token as printable text: its decoded string with newlines and tabs escaped; a token
@@ -343,10 +363,70 @@ pub fn parse_indices(s: &str, n: usize, what: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// Keys and values of `rows` identical runs of a prompt prefix, so that runs which differ only
+/// from position `len` on compute the shared prefix once.
+pub struct Prefix {
+    cache: KvCache,
+    rows: usize,
+    pub len: usize,
+}
+
+impl Prefix {
+    /// Runs `rows` rows of `prefix` with `hooks` (all layers, no LM head).
+    pub fn run(model: &Model, prefix: &[u32], rows: usize, hooks: &mut dyn Hooks) -> Result<Self> {
+        let mut cache = KvCache::new();
+        if !prefix.is_empty() {
+            let opts = ForwardOptions {
+                logits: LogitPositions::None,
+                ..Default::default()
+            };
+            model.forward_cached(
+                &repeated(prefix, rows, model.device())?,
+                hooks,
+                &opts,
+                &mut cache,
+            )?;
+        }
+        Ok(Prefix {
+            cache,
+            rows,
+            len: prefix.len(),
+        })
+    }
+
+    /// A cache for `times * rows` rows: row `i * rows + r` continues prefix row `r`.
+    pub fn expand(&mut self, model: &Model, times: usize) -> Result<KvCache> {
+        let mut out = KvCache::new();
+        if self.len == 0 {
+            return Ok(out);
+        }
+        let info = model.info();
+        let empty = Tensor::zeros(
+            (self.rows, info.n_kv_heads, 0usize, info.head_dim),
+            DType::F32,
+            model.device(),
+        )?;
+        for layer in 0..info.n_layers {
+            // Appending nothing hands back everything cached for the layer.
+            let (k, v) = self.cache.append(layer, empty.clone(), empty.clone())?;
+            out.append(
+                layer,
+                k.repeat((times, 1, 1, 1))?,
+                v.repeat((times, 1, 1, 1))?,
+            )?;
+        }
+        Ok(out)
+    }
+}
+
 /// `tokens` as `n` identical rows without padding.
 pub fn repeated(tokens: &[u32], n: usize, device: &candle_core::Device) -> Result<Input> {
     let ids: Vec<u32> = tokens.repeat(n);
-    Ok(Input::from_ids(Tensor::from_vec(ids, (n, tokens.len()), device)?))
+    Ok(Input::from_ids(Tensor::from_vec(
+        ids,
+        (n, tokens.len()),
+        device,
+    )?))
 }
 
 /// A progress report: `done` of `total` units of work.
@@ -369,7 +449,10 @@ mod tests {
 
     #[test]
     fn indices_parse() {
-        assert_eq!(parse_indices("0-2,5", 8, "layer").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(
+            parse_indices("0-2,5", 8, "layer").unwrap(),
+            vec![0, 1, 2, 5]
+        );
         assert!(parse_indices("9", 8, "layer").is_err());
         assert!(parse_indices("3-1", 8, "layer").is_err());
         assert!(parse_indices("x", 8, "layer").is_err());

@@ -3,7 +3,8 @@
 //! effect on watched next tokens. Each cell is one row of a batched forward.
 
 use super::{
-    check_sweepable, readouts, repeated, Activations, Progress, Readout, RowEdit, RowPatcher,
+    check_sweepable, readouts, repeated, Activations, Prefix, Progress, Readout, RowEdit,
+    RowPatcher,
 };
 use crate::error::Result;
 use crate::invalid;
@@ -114,7 +115,9 @@ pub fn patch_sweep(
     progress: Progress<'_>,
 ) -> Result<PatchResult> {
     if base.is_empty() || source.is_empty() {
-        return Err(invalid!("base and source prompts need at least one token each"));
+        return Err(invalid!(
+            "base and source prompts need at least one token each"
+        ));
     }
     if base.len() != source.len() {
         return Err(invalid!(
@@ -195,36 +198,53 @@ pub fn patch_sweep(
     let base_run = single(base)?;
     let source_run = single(source)?;
 
+    // Cells at position p share the base's prefix 0..p: it runs once, and its keys and values
+    // serve every patched row at p.
     let bs = spec.batch_size.max(1);
     let total = cells.len();
     let mut out = Vec::with_capacity(total);
     progress(0, total);
-    for chunk in cells.chunks(bs) {
-        let input = repeated(base, chunk.len(), dev)?;
-        let mut hooks = RowPatcher::new(&acts);
-        for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
-            hooks.edit(RowEdit {
-                row,
-                site: Site::new(l, c),
-                pos: p,
-                head: h,
-            });
+    for &p in &positions {
+        let at_p: Vec<_> = cells.iter().copied().filter(|c| c.2 == p).collect();
+        let mut prefix = Prefix::run(model, &base[..p], 1, &mut NoHooks)?;
+        for chunk in at_p.chunks(bs) {
+            let mut cache = prefix.expand(model, chunk.len())?;
+            let mut hooks = RowPatcher::new(&acts).with_offset(p);
+            for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
+                hooks.edit(RowEdit {
+                    row,
+                    site: Site::new(l, c),
+                    pos: p,
+                    head: h,
+                });
+            }
+            let input = repeated(&base[p..], chunk.len(), dev)?;
+            let o = model.forward_cached(&input, &mut hooks, &last, &mut cache)?;
+            let logits = o
+                .logits
+                .ok_or_else(|| invalid!("this model produces no token logits"))?;
+            for (&(c, l, p, h), r) in chunk.iter().zip(readouts(&logits, &spec.watch)?) {
+                out.push(PatchCell {
+                    component: c,
+                    layer: l,
+                    position: p,
+                    head: h,
+                    readout: r,
+                });
+            }
+            progress(out.len(), total);
         }
-        let o = model.forward(&input, &mut hooks, &last)?;
-        let logits = o
-            .logits
-            .ok_or_else(|| invalid!("this model produces no token logits"))?;
-        for (&(c, l, p, h), r) in chunk.iter().zip(readouts(&logits, &spec.watch)?) {
-            out.push(PatchCell {
-                component: c,
-                layer: l,
-                position: p,
-                head: h,
-                readout: r,
-            });
-        }
-        progress(out.len(), total);
     }
+    // Back to component, layer, position, head order.
+    let order = |c: &PatchCell| {
+        (
+            spec.components.iter().position(|&x| x == c.component),
+            c.layer,
+            c.position,
+            c.head,
+        )
+    };
+    out.sort_by_key(order);
     Ok(PatchResult {
         base: base.to_vec(),
         source: source.to_vec(),

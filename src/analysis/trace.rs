@@ -14,7 +14,7 @@
 //! rows of a batched forward; positions before the subject are not run, because by causality
 //! restoring them changes nothing (their score is exactly the corrupted probability).
 
-use super::{readouts, repeated, Activations, Progress, RowEdit, RowPatcher};
+use super::{readouts, repeated, Activations, Prefix, Progress, RowEdit, RowPatcher};
 use crate::error::Result;
 use crate::intervention::noise::RandomState;
 use crate::invalid;
@@ -117,14 +117,19 @@ impl TraceResult {
 pub fn subject_range(model: &Model, prompt: &str, subject: &str) -> Result<(usize, usize)> {
     let subject = subject.trim();
     if subject.is_empty() {
-        return Err(invalid!("the subject is empty; give words that occur in the prompt"));
+        return Err(invalid!(
+            "the subject is empty; give words that occur in the prompt"
+        ));
     }
     let at = prompt.find(subject).ok_or_else(|| {
         invalid!("the subject '{subject}' does not occur in the prompt '{prompt}'; give it exactly as written there")
     })?;
     let (s0, s1) = (at, at + subject.len());
     let tok = model.tokenizer().ok_or_else(|| {
-        invalid!("{} has no tokenizer, so a subject cannot be located", model.source)
+        invalid!(
+            "{} has no tokenizer, so a subject cannot be located",
+            model.source
+        )
     })?;
     let enc = tok
         .encode(prompt, false)
@@ -169,7 +174,9 @@ pub fn trace(
         return Err(invalid!("samples must be at least 1 (ROME uses 10)"));
     }
     if opts.window == 0 {
-        return Err(invalid!("the window must be at least 1 layer (ROME uses 10)"));
+        return Err(invalid!(
+            "the window must be at least 1 layer (ROME uses 10)"
+        ));
     }
     if opts.kinds.is_empty() {
         return Err(invalid!("no restoration kinds given"));
@@ -226,11 +233,7 @@ pub fn trace(
             .ok_or_else(|| invalid!("this model produces no token logits"))
     };
     let p_clean = readouts(
-        &logits_of(model.forward(
-            &Input::from_tokens(tokens, dev)?,
-            &mut NoHooks,
-            &last,
-        )?)?,
+        &logits_of(model.forward(&Input::from_tokens(tokens, dev)?, &mut NoHooks, &last)?)?,
         &[target],
     )?[0]
         .probs[0];
@@ -241,15 +244,9 @@ pub fn trace(
         &[target],
     )?);
 
-    // Cells to run: (kind index, position, layer); positions before the subject are exact.
-    let mut cells = Vec::new();
-    for (ki, _) in opts.kinds.iter().enumerate() {
-        for p in b..n {
-            for l in 0..n_layers {
-                cells.push((ki, p, l));
-            }
-        }
-    }
+    // Restorations at position p share the corrupted prefix 0..p: it runs once (with the
+    // noise on its subject tokens), and its keys and values serve every row restoring at p.
+    // Positions before the subject are not run: their score is exactly p_corrupt.
     let mut grids: Vec<TraceGrid> = opts
         .kinds
         .iter()
@@ -264,40 +261,57 @@ pub fn trace(
         })
         .collect();
     let per_chunk = (opts.batch_size / s).max(1);
-    let total = cells.len() * s;
+    let total = (n - b) * opts.kinds.len() * n_layers * s;
     let mut done = 0;
     progress(0, total);
-    for chunk in cells.chunks(per_chunk) {
-        let rows = chunk.len() * s;
-        let mut hooks = RowPatcher::new(&clean);
-        hooks.add(embed_site, noise.repeat((chunk.len(), 1, 1))?);
-        for (ci, &(ki, p, l)) in chunk.iter().enumerate() {
-            let kind = opts.kinds[ki];
-            let layers = if kind == Component::BlockOutput {
-                l..l + 1
-            } else {
-                window(l, opts.window, n_layers)
-            };
-            for i in 0..s {
-                for layer in layers.clone() {
-                    hooks.edit(RowEdit {
-                        row: ci * s + i,
-                        site: Site::new(layer, kind),
-                        pos: p,
-                        head: None,
-                    });
+    for p in b..n {
+        let mut prefix = {
+            let mut hooks = RowPatcher::new(&clean);
+            if p > 0 {
+                hooks.add(embed_site, noise.narrow(1, 0, p)?);
+            }
+            Prefix::run(model, &tokens[..p], s, &mut hooks)?
+        };
+        let suffix_noise = noise.narrow(1, p, n - p)?;
+        let cells: Vec<(usize, usize)> = (0..opts.kinds.len())
+            .flat_map(|ki| (0..n_layers).map(move |l| (ki, l)))
+            .collect();
+        for chunk in cells.chunks(per_chunk) {
+            let rows = chunk.len() * s;
+            let mut cache = prefix.expand(model, chunk.len())?;
+            let mut hooks = RowPatcher::new(&clean).with_offset(p);
+            hooks.add(embed_site, suffix_noise.repeat((chunk.len(), 1, 1))?);
+            for (ci, &(ki, l)) in chunk.iter().enumerate() {
+                let kind = opts.kinds[ki];
+                let layers = if kind == Component::BlockOutput {
+                    l..l + 1
+                } else {
+                    window(l, opts.window, n_layers)
+                };
+                for i in 0..s {
+                    for layer in layers.clone() {
+                        hooks.edit(RowEdit {
+                            row: ci * s + i,
+                            site: Site::new(layer, kind),
+                            pos: p,
+                            head: None,
+                        });
+                    }
                 }
             }
+            let out = model.forward_cached(
+                &repeated(&tokens[p..], rows, dev)?,
+                &mut hooks,
+                &last,
+                &mut cache,
+            )?;
+            let r = readouts(&logits_of(out)?, &[target])?;
+            for (ci, &(ki, l)) in chunk.iter().enumerate() {
+                grids[ki].scores[p][l] = mean_target(&r[ci * s..(ci + 1) * s]);
+            }
+            done += rows;
+            progress(done, total);
         }
-        let r = readouts(
-            &logits_of(model.forward(&repeated(tokens, rows, dev)?, &mut hooks, &last)?)?,
-            &[target],
-        )?;
-        for (ci, &(ki, p, l)) in chunk.iter().enumerate() {
-            grids[ki].scores[p][l] = mean_target(&r[ci * s..(ci + 1) * s]);
-        }
-        done += rows;
-        progress(done, total);
     }
     Ok(TraceResult {
         tokens: tokens.to_vec(),

@@ -6,32 +6,34 @@ use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// What a fallible call returns: `VENE_OK` (0) or one of the negative codes below. On failure
-/// the out-parameters are left untouched and `vene_last_error()` holds a message.
-pub type vene_status = i32;
-
-/// Success.
-pub const VENE_OK: vene_status = 0;
-/// A pointer argument is NULL where a value is required, a string is not UTF-8, a count does
-/// not match its array, or an options struct has a bad `struct_size`.
-pub const VENE_ERR_INVALID_ARGUMENT: vene_status = -1;
-/// A handle is NULL, already freed, or of another type (e.g. a result passed as a model).
-pub const VENE_ERR_INVALID_HANDLE: vene_status = -2;
-/// The content is wrong: malformed JSON, an unknown field, component or intervention type, a
-/// layer out of range, shapes that do not fit, token ids outside the vocabulary.
-pub const VENE_ERR_INVALID_INPUT: vene_status = -3;
-/// A file is missing, unreadable or corrupt (model weights, config, tensors, knobs).
-pub const VENE_ERR_IO: vene_status = -4;
-/// A result has no tensor of the requested name, or an index is out of range.
-pub const VENE_ERR_NOT_FOUND: vene_status = -5;
-/// A caller buffer is too small; the size out-parameter says how much is needed.
-pub const VENE_ERR_BUFFER_TOO_SMALL: vene_status = -6;
-/// The engine failed while computing (a tensor operation, a tokenizer, a host callback).
-pub const VENE_ERR_RUNTIME: vene_status = -7;
-/// A host callback asked to stop (training progress callback returned non-zero).
-pub const VENE_ERR_CANCELLED: vene_status = -8;
-/// A bug inside vene (a Rust panic, caught at the boundary). Please report it.
-pub const VENE_ERR_INTERNAL: vene_status = -9;
+/// What a fallible call returns: `VENE_OK` (0) or one of the negative codes. On failure the
+/// out-parameters are left untouched and `vene_last_error()` holds a message. The set only
+/// grows; treat an unknown negative code as a failure.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum vene_status {
+    /// Success.
+    VENE_OK = 0,
+    /// A pointer argument is NULL where a value is required, a string is not UTF-8, a count
+    /// does not match its array, or an options struct has a bad `struct_size`.
+    VENE_ERR_INVALID_ARGUMENT = -1,
+    /// A handle is NULL, already freed, or of another type (a result passed as a model).
+    VENE_ERR_INVALID_HANDLE = -2,
+    /// The content is wrong: malformed JSON, an unknown field, component or intervention type,
+    /// a layer out of range, shapes that do not fit, token ids outside the vocabulary.
+    VENE_ERR_INVALID_INPUT = -3,
+    /// A file is missing, unreadable or corrupt (weights, config, tensors, knobs, plugins).
+    VENE_ERR_IO = -4,
+    /// A result has no tensor of the requested name, or an index is out of range.
+    VENE_ERR_NOT_FOUND = -5,
+    /// A caller buffer is too small; the size out-parameter says how much is needed.
+    VENE_ERR_BUFFER_TOO_SMALL = -6,
+    /// The engine failed while computing (a tensor operation, the tokenizer, a host callback).
+    VENE_ERR_RUNTIME = -7,
+    /// A bug inside vene (a Rust panic, caught at the boundary). Please report it.
+    VENE_ERR_INTERNAL = -8,
+}
+pub use vene_status::*;
 
 /// A failure on its way out of an export: the code and the message for `vene_last_error`.
 #[derive(Debug)]
@@ -63,8 +65,18 @@ pub(crate) fn status_of(e: &Error) -> vene_status {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure::new(status_of(&e), e.to_string())
+        Failure::new(status_of(&e), without_backtrace(e.to_string()))
     }
+}
+
+/// candle appends a backtrace to tensor errors when `RUST_BACKTRACE` is set; a C error string
+/// is one message, so it stops where the first frame ("   0: ...") starts.
+fn without_backtrace(mut msg: String) -> String {
+    if let Some(i) = msg.find("\n   0: ") {
+        msg.truncate(i);
+        msg.truncate(msg.trim_end().len());
+    }
+    msg
 }
 
 pub(crate) type Outcome<T = ()> = std::result::Result<T, Failure>;
@@ -101,17 +113,6 @@ pub(crate) fn guard(func: &str, body: impl FnOnce() -> Outcome) -> vene_status {
     }
 }
 
-/// For exports that return no status (free functions, counts): runs the body, turns a
-/// failure or panic into the last error, and returns `fallback` then.
-pub(crate) fn guard_value<T>(func: &str, fallback: T, body: impl FnOnce() -> Outcome<T>) -> T {
-    let mut out = None;
-    guard(func, || {
-        out = Some(body()?);
-        Ok(())
-    });
-    out.unwrap_or(fallback)
-}
-
 /// The message of the last failed call on this thread, as UTF-8. Never NULL: "" when no call
 /// has failed on this thread yet. The pointer stays valid until the next vene call on this
 /// thread fails; successful calls do not change it. Each thread has its own message.
@@ -122,20 +123,22 @@ pub extern "C" fn vene_last_error() -> *const c_char {
 
 /// A static description of a status code ("invalid argument", ...). Never NULL.
 #[no_mangle]
-pub extern "C" fn vene_status_string(status: vene_status) -> *const c_char {
-    let s: &'static CStr = match status {
-        VENE_OK => c"ok",
-        VENE_ERR_INVALID_ARGUMENT => c"invalid argument",
-        VENE_ERR_INVALID_HANDLE => c"invalid handle",
-        VENE_ERR_INVALID_INPUT => c"invalid input",
-        VENE_ERR_IO => c"i/o error",
-        VENE_ERR_NOT_FOUND => c"not found",
-        VENE_ERR_BUFFER_TOO_SMALL => c"buffer too small",
-        VENE_ERR_RUNTIME => c"runtime error",
-        VENE_ERR_CANCELLED => c"cancelled",
-        VENE_ERR_INTERNAL => c"internal error",
-        _ => c"unknown status",
-    };
+pub extern "C" fn vene_status_string(status: i32) -> *const c_char {
+    let all = [
+        (VENE_OK, c"ok"),
+        (VENE_ERR_INVALID_ARGUMENT, c"invalid argument"),
+        (VENE_ERR_INVALID_HANDLE, c"invalid handle"),
+        (VENE_ERR_INVALID_INPUT, c"invalid input"),
+        (VENE_ERR_IO, c"i/o error"),
+        (VENE_ERR_NOT_FOUND, c"not found"),
+        (VENE_ERR_BUFFER_TOO_SMALL, c"buffer too small"),
+        (VENE_ERR_RUNTIME, c"runtime error"),
+        (VENE_ERR_INTERNAL, c"internal error"),
+    ];
+    let s: &'static CStr = all
+        .iter()
+        .find(|(code, _)| *code as i32 == status)
+        .map_or(c"unknown status", |(_, s)| s);
     s.as_ptr()
 }
 

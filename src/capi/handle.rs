@@ -13,6 +13,7 @@ pub(crate) enum Kind {
     Model,
     Intervenable,
     Result,
+    Dataset,
 }
 
 impl Kind {
@@ -21,6 +22,7 @@ impl Kind {
             Kind::Model => "vene_model",
             Kind::Intervenable => "vene_intervenable",
             Kind::Result => "vene_result",
+            Kind::Dataset => "vene_dataset",
         }
     }
 }

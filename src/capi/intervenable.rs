@@ -38,10 +38,31 @@ impl Handle for vene_intervenable {
 }
 
 impl vene_intervenable {
-    fn read(&self) -> RwLockReadGuard<'_, IntervenableModel> {
+    /// Wraps an engine intervenable, keeping C strings of its representations.
+    pub(crate) fn wrap(iv: IntervenableModel) -> Self {
+        let reps = iv
+            .representations()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RepStrings {
+                key: cstring(&r.key),
+                component: cstring(r.site.component.name()),
+                unit: cstring(&iv.config().representations[i].unit),
+                intervention_type: cstring(iv.intervention(i).type_name()),
+                layer: r.site.layer,
+                group: r.group,
+            })
+            .collect();
+        vene_intervenable {
+            iv: RwLock::new(iv),
+            reps,
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, IntervenableModel> {
         self.iv.read().unwrap_or_else(|e| e.into_inner())
     }
-    fn write(&self) -> RwLockWriteGuard<'_, IntervenableModel> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, IntervenableModel> {
         self.iv.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -65,23 +86,7 @@ pub unsafe extern "C" fn vene_intervenable_create(
         arg_out(out, "out")?;
         let config = IntervenableConfig::from_json_str(json)?;
         let iv = IntervenableModel::new(m.model.clone(), config)?;
-        let reps = iv
-            .representations()
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RepStrings {
-                key: cstring(&r.key),
-                component: cstring(r.site.component.name()),
-                unit: cstring(&iv.config().representations[i].unit),
-                intervention_type: cstring(iv.intervention(i).type_name()),
-                layer: r.site.layer,
-                group: r.group,
-            })
-            .collect();
-        *out = handle::publish(vene_intervenable {
-            iv: RwLock::new(iv),
-            reps,
-        });
+        *out = handle::publish(vene_intervenable::wrap(iv));
         Ok(())
     })
 }
@@ -126,7 +131,7 @@ pub unsafe extern "C" fn vene_intervenable_run_json(
             }
         }
         let tensors = crate::request::run(&mut h.write(), &req, Path::new(""))?;
-        *out = handle::publish(vene_result::from_tensors(tensors)?);
+        *out = handle::publish(vene_result::from_outputs(tensors)?);
         Ok(())
     })
 }
@@ -166,7 +171,7 @@ pub unsafe extern "C" fn vene_intervenable_run(
         for (i, c) in outcome.collected.into_iter().enumerate() {
             named.push((format!("collected.{i}"), c));
         }
-        *out = handle::publish(vene_result::from_tensors(named)?);
+        *out = handle::publish(vene_result::from_outputs(named)?);
         Ok(())
     })
 }
@@ -207,7 +212,7 @@ pub unsafe extern "C" fn vene_intervenable_generate(
         for (i, c) in g.collected.into_iter().enumerate() {
             named.push((format!("collected.{i}"), c));
         }
-        *out = handle::publish(vene_result::from_tensors(named)?);
+        *out = handle::publish(vene_result::from_outputs(named)?);
         Ok(())
     })
 }

@@ -15,6 +15,9 @@
 //!   conversion into the engine's `Request`.
 //! - `intervenable.rs`: `vene_intervenable` (create, run, run_json, generate, states).
 //! - `result.rs`: `vene_result`, which owns f32 (and, for ids, i64) copies of the outputs.
+//! - `plugin.rs`: plugins by path, plugin tables and host callbacks as intervention types.
+//! - `train.rs`: `vene_dataset`, training with a progress callback, evaluation.
+//! - `knob.rs`: saving and loading knobs (trained interventions with their config).
 //!
 //! The engine's own tests do not go through this module; `tests/capi.rs` compiles the C and
 //! C++ programs under `tests/c/` against the cdylib and runs them, under valgrind too.
@@ -28,15 +31,21 @@
 mod error;
 mod handle;
 mod intervenable;
+mod knob;
 mod model;
+mod plugin;
 mod request;
 mod result;
+mod train;
 
 pub use error::*;
 pub use intervenable::*;
+pub use knob::*;
 pub use model::*;
+pub use plugin::*;
 pub use request::*;
 pub use result::*;
+pub use train::*;
 
 use std::os::raw::c_char;
 

@@ -374,30 +374,41 @@ pub unsafe extern "C" fn vene_detokenize(
             }
         }
         let text = m.model.decode(&ids)?;
-        let mut bytes = text.into_bytes();
-        let len = bytes.len();
-        bytes.push(0);
-        if buf.is_null() && capacity == 0 {
-            *text_len = len;
-            return Ok(());
-        }
-        if buf.is_null() {
-            return Err(Failure::arg(format!(
-                "buf is NULL but capacity is {capacity}"
-            )));
-        }
-        if capacity < bytes.len() {
-            *text_len = len;
-            return Err(Failure::new(
-                VENE_ERR_BUFFER_TOO_SMALL,
-                format!(
-                    "buf holds {capacity} bytes but {} are needed (text plus NUL)",
-                    bytes.len()
-                ),
-            ));
-        }
-        std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, bytes.len());
-        *text_len = len;
+        fill_text(text, buf, capacity, text_len)?;
         Ok(())
     })
+}
+
+/// Copies `text` and a NUL into a caller buffer with the size protocol of `vene_detokenize`.
+pub(crate) unsafe fn fill_text(
+    text: String,
+    buf: *mut c_char,
+    capacity: usize,
+    len_out: *mut usize,
+) -> Outcome<()> {
+    let mut bytes = text.into_bytes();
+    let len = bytes.len();
+    bytes.push(0);
+    if buf.is_null() && capacity == 0 {
+        *len_out = len;
+        return Ok(());
+    }
+    if buf.is_null() {
+        return Err(Failure::arg(format!(
+            "the buffer is NULL but capacity is {capacity}"
+        )));
+    }
+    if capacity < bytes.len() {
+        *len_out = len;
+        return Err(Failure::new(
+            VENE_ERR_BUFFER_TOO_SMALL,
+            format!(
+                "the buffer holds {capacity} bytes but {} are needed (text plus NUL)",
+                bytes.len()
+            ),
+        ));
+    }
+    std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, bytes.len());
+    *len_out = len;
+    Ok(())
 }

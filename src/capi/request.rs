@@ -29,14 +29,20 @@ pub struct vene_input {
 }
 const _: () = assert!(std::mem::size_of::<vene_input>() == 56);
 
-/// How one side of a `vene_location` selects units.
-pub type vene_units_kind = u32;
-/// The whole site tensor (pyvene's `None` location).
-pub const VENE_UNITS_WHOLE: vene_units_kind = 0;
-/// Indices along the unit axis: positions for unit "pos", heads for unit "h".
-pub const VENE_UNITS_INDEX: vene_units_kind = 1;
-/// Heads, then positions within them, for unit "h.pos".
-pub const VENE_UNITS_HEAD_POS: vene_units_kind = 2;
+/// How one side of a `vene_location` selects units (the values of `vene_units.kind`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum vene_units_kind {
+    /// The whole site tensor (pyvene's `None` location).
+    VENE_UNITS_WHOLE = 0,
+    /// Indices along the unit axis: positions for unit "pos", heads for unit "h".
+    VENE_UNITS_INDEX = 1,
+    /// Heads, then positions within them, for unit "h.pos".
+    VENE_UNITS_HEAD_POS = 2,
+}
+const WHOLE: u32 = vene_units_kind::VENE_UNITS_WHOLE as u32;
+const INDEX: u32 = vene_units_kind::VENE_UNITS_INDEX as u32;
+const HEAD_POS: u32 = vene_units_kind::VENE_UNITS_HEAD_POS as u32;
 
 /// One side (source or base) of one intervention's unit locations. `rows` is the number of
 /// examples described: 1 (the same indices for every example) or the batch size. The layout is
@@ -44,8 +50,8 @@ pub const VENE_UNITS_HEAD_POS: vene_units_kind = 2;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct vene_units {
-    /// `VENE_UNITS_WHOLE`, `VENE_UNITS_INDEX` or `VENE_UNITS_HEAD_POS`.
-    pub kind: vene_units_kind,
+    /// A `vene_units_kind`: `VENE_UNITS_WHOLE`, `VENE_UNITS_INDEX` or `VENE_UNITS_HEAD_POS`.
+    pub kind: u32,
     /// Always 0.
     pub reserved: u32,
     pub rows: usize,
@@ -93,16 +99,24 @@ pub struct vene_tensor {
     pub ndim: usize,
 }
 
-/// Which positions get logits (computing the LM head only where needed saves most of its cost).
-pub type vene_logits = u32;
-/// Every position: "intervened.logits" is (batch, seq, vocab). The default.
-pub const VENE_LOGITS_ALL: vene_logits = 0;
-/// The last real token of each row: (batch, 1, vocab).
-pub const VENE_LOGITS_LAST: vene_logits = 1;
-/// No LM head: only "intervened.last_hidden_state".
-pub const VENE_LOGITS_NONE: vene_logits = 2;
-/// The positions in `logit_positions`: (batch, n, vocab).
-pub const VENE_LOGITS_AT: vene_logits = 3;
+/// Which positions get logits (the values of `vene_request.logits`). Computing the LM head
+/// only where needed saves most of its cost.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum vene_logits {
+    /// Every position: "intervened.logits" is (batch, seq, vocab). The default.
+    VENE_LOGITS_ALL = 0,
+    /// The last real token of each row: (batch, 1, vocab).
+    VENE_LOGITS_LAST = 1,
+    /// No LM head: only "intervened.last_hidden_state".
+    VENE_LOGITS_NONE = 2,
+    /// The positions in `logit_positions`: (batch, n, vocab).
+    VENE_LOGITS_AT = 3,
+}
+const ALL: u32 = vene_logits::VENE_LOGITS_ALL as u32;
+const LAST: u32 = vene_logits::VENE_LOGITS_LAST as u32;
+const NONE: u32 = vene_logits::VENE_LOGITS_NONE as u32;
+const AT: u32 = vene_logits::VENE_LOGITS_AT as u32;
 
 /// A typed run request, the structured form of `vene run`'s JSON. Initialize with
 /// `vene_request_init`, then set what you need; every pointer is borrowed for the call only.
@@ -111,8 +125,8 @@ pub const VENE_LOGITS_AT: vene_logits = 3;
 pub struct vene_request {
     /// `sizeof(vene_request)`, set by `vene_request_init`.
     pub struct_size: u32,
-    /// `VENE_LOGITS_*`; default `VENE_LOGITS_ALL`.
-    pub logits: vene_logits,
+    /// A `vene_logits` value; default `VENE_LOGITS_ALL`.
+    pub logits: u32,
     /// The base input (required).
     pub base: *const vene_input,
     /// One input per group, or a single input used for every group; an absent input (ids and
@@ -141,7 +155,7 @@ const _: () = assert!(std::mem::size_of::<vene_request>() == 8 + 11 * 8 + 8);
 
 pub(crate) const REQUEST_DEFAULT: vene_request = vene_request {
     struct_size: std::mem::size_of::<vene_request>() as u32,
-    logits: VENE_LOGITS_ALL,
+    logits: ALL,
     base: std::ptr::null(),
     sources: std::ptr::null(),
     n_sources: 0,
@@ -301,15 +315,15 @@ unsafe fn per_example(
 
 unsafe fn units(u: &vene_units, batch: usize, name: &str) -> Outcome<Units> {
     match u.kind {
-        VENE_UNITS_WHOLE => Ok(Units::Whole),
-        VENE_UNITS_INDEX => Ok(Units::Index(per_example(
+        WHOLE => Ok(Units::Whole),
+        INDEX => Ok(Units::Index(per_example(
             u.rows,
             u.n,
             u.indices,
             batch,
             &format!("{name}.indices"),
         )?)),
-        VENE_UNITS_HEAD_POS => Ok(Units::HeadPos {
+        HEAD_POS => Ok(Units::HeadPos {
             heads: per_example(u.rows, u.n, u.indices, batch, &format!("{name}.indices"))?,
             positions: per_example(
                 u.rows,
@@ -398,7 +412,9 @@ pub(crate) unsafe fn input(v: &vene_input, dev: &Device, name: &str) -> Outcome<
     Ok(Some(inp))
 }
 
-/// The engine request for a typed one.
+/// The engine request for a typed one. (`..Default::default()` keeps engine-only fields that
+/// may be added to `Request` at their defaults.)
+#[allow(clippy::needless_update)]
 pub(crate) unsafe fn request(r: &vene_request, dev: &Device) -> Outcome<Request> {
     if r.base.is_null() {
         return Err(Failure::arg(
@@ -456,10 +472,10 @@ pub(crate) unsafe fn request(r: &vene_request, dev: &Device) -> Outcome<Request>
         )
     };
     let logits = match r.logits {
-        VENE_LOGITS_ALL => LogitPositions::All,
-        VENE_LOGITS_LAST => LogitPositions::Last,
-        VENE_LOGITS_NONE => LogitPositions::None,
-        VENE_LOGITS_AT => LogitPositions::At(indices(
+        ALL => LogitPositions::All,
+        LAST => LogitPositions::Last,
+        NONE => LogitPositions::None,
+        AT => LogitPositions::At(indices(
             arg_slice(
                 r.logit_positions,
                 r.n_logit_positions,
@@ -481,5 +497,6 @@ pub(crate) unsafe fn request(r: &vene_request, dev: &Device) -> Outcome<Request>
         source_representations,
         output_original: r.output_original != 0,
         logits,
+        ..Default::default()
     })
 }

@@ -3,14 +3,14 @@
 
 use super::error::*;
 use super::handle::{self, Handle, Kind};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Storage, Tensor};
 use std::ffi::CString;
 use std::os::raw::c_char;
 
 /// The outputs of one run, by name: "intervened.logits", "intervened.last_hidden_state",
 /// "original.logits", "collected.N", "generated.ids", "original.generated.ids". It owns its
-/// data: every pointer read from it stays valid until `vene_result_free`, independent of the
-/// model and intervenable. Thread safety: read-only, so any number of threads may read one
+/// data (row-major float32; integer tensors also as int64): every pointer read from it stays
+/// valid and unchanged until `vene_result_free`, independent of the model and intervenable. Thread safety: read-only, so any number of threads may read one
 /// result at once.
 pub struct vene_result {
     tensors: Vec<Entry>,
@@ -18,7 +18,7 @@ pub struct vene_result {
 
 struct Entry {
     name: CString,
-    data: Vec<f32>,
+    data: Floats,
     /// Integer tensors (token ids) also keep their exact values.
     ids: Option<Vec<i64>>,
     shape: Vec<i64>,
@@ -28,12 +28,69 @@ impl Handle for vene_result {
     const KIND: Kind = Kind::Result;
 }
 
+/// The f32 values of one output: a copy, or (for fresh f32 outputs of a run, which nothing
+/// else holds or writes) the tensor itself, whose contiguous CPU storage is read in place.
+enum Floats {
+    Copied(Vec<f32>),
+    InPlace { _tensor: Tensor, ptr: *const f32 },
+}
+
+impl Floats {
+    fn as_ptr(&self) -> *const f32 {
+        match self {
+            Floats::Copied(v) => v.as_ptr(),
+            Floats::InPlace { ptr, .. } => *ptr,
+        }
+    }
+
+    /// The tensor's own f32 storage when it is on the CPU and contiguous from its start to
+    /// its end: no copy. The pointer stays valid while `_tensor` keeps the storage alive, and
+    /// the storage of a run's fresh output is never written again.
+    fn in_place(t: &Tensor) -> Option<Floats> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        let (storage, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        if end - start != t.elem_count() {
+            return None;
+        }
+        let ptr = match &*storage {
+            Storage::Cpu(cpu) => cpu.as_slice::<f32>().ok()?[start..end].as_ptr(),
+            _ => return None,
+        };
+        drop(storage);
+        Some(Floats::InPlace {
+            _tensor: t.clone(),
+            ptr,
+        })
+    }
+}
+
 impl vene_result {
+    /// Outputs of a run: fresh tensors, read in place when their layout allows it.
+    pub(crate) fn from_outputs(named: Vec<(String, Tensor)>) -> Outcome<Self> {
+        Self::build(named, true)
+    }
+
+    /// Tensors that may share storage with live parameters (intervention state): copied.
     pub(crate) fn from_tensors(named: Vec<(String, Tensor)>) -> Outcome<Self> {
+        Self::build(named, false)
+    }
+
+    fn build(named: Vec<(String, Tensor)>, in_place: bool) -> Outcome<Self> {
         let tensors = named
             .into_iter()
             .map(|(name, t)| {
                 let shape = t.dims().iter().map(|&d| d as i64).collect();
+                if let Some(data) = in_place.then(|| Floats::in_place(&t)).flatten() {
+                    return Ok(Entry {
+                        name: CString::new(name).unwrap_or_default(),
+                        data,
+                        ids: None,
+                        shape,
+                    });
+                }
                 let flat = t.flatten_all().map_err(crate::Error::from)?;
                 let ids = if t.dtype().is_int() {
                     Some(
@@ -44,10 +101,11 @@ impl vene_result {
                 } else {
                     None
                 };
-                let data = flat
-                    .to_dtype(DType::F32)
-                    .and_then(|x| x.to_vec1::<f32>())
-                    .map_err(crate::Error::from)?;
+                let data = Floats::Copied(
+                    flat.to_dtype(DType::F32)
+                        .and_then(|x| x.to_vec1::<f32>())
+                        .map_err(crate::Error::from)?,
+                );
                 Ok(Entry {
                     name: CString::new(name).unwrap_or_default(),
                     data,

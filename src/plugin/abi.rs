@@ -31,6 +31,13 @@ pub const VENE_PLUGIN_ABI_VERSION: u32 = 1;
 pub const VENE_TYPE_NO_SOURCE: u32 = 1;
 /// Type flag: several units of one example reach `apply` as one row.
 pub const VENE_TYPE_DISTRIBUTED: u32 = 2;
+/// Type flag: each output row depends only on the same row of base and source, so the host
+/// may split a call into calls over fewer rows (WASM modules then copy cache-sized chunks and
+/// need less memory).
+pub const VENE_TYPE_ROW_WISE: u32 = 4;
+/// Every flag bit this host knows.
+pub const VENE_TYPE_KNOWN_FLAGS: u32 =
+    VENE_TYPE_NO_SOURCE | VENE_TYPE_DISTRIBUTED | VENE_TYPE_ROW_WISE;
 /// Log levels of [`vene_host_api::log`].
 pub const VENE_LOG_DEBUG: i32 = 0;
 pub const VENE_LOG_INFO: i32 = 1;
@@ -146,7 +153,7 @@ impl TypeTable {
         if p.is_null() {
             return Err(invalid!("the intervention type table is NULL"));
         }
-        if (p as usize) % align_of::<vene_intervention_type>() != 0 {
+        if !(p as usize).is_multiple_of(align_of::<vene_intervention_type>()) {
             return Err(invalid!("the intervention type table is misaligned"));
         }
         let size = (*p).struct_size as usize;
@@ -170,7 +177,7 @@ impl TypeTable {
         } else {
             0
         };
-        let known = VENE_TYPE_NO_SOURCE | VENE_TYPE_DISTRIBUTED;
+        let known = VENE_TYPE_KNOWN_FLAGS;
         if flags & !known != 0 {
             return Err(invalid!(
                 "intervention type '{name}': unknown flag bits {:#x} (this host knows {known:#x})",
@@ -340,14 +347,14 @@ impl Intervention for TableIntervention {
         self.table.flags & VENE_TYPE_NO_SOURCE == 0
     }
     fn apply(&self, base: &Tensor, source: Option<&Tensor>, dims: &Dims) -> Result<Tensor> {
-        apply_rows(base, source, dims, |b, s, out, rows, dim| {
+        apply_rows(base, source, dims, |b, s, rows, dim| {
+            let mut out = vec![0f32; b.len()];
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let sp = s.map_or(std::ptr::null(), <[f32]>::as_ptr);
             // SAFETY: the buffers hold rows x dim floats each and live through the call; the
             // state is this table's and the mutex gives one call at a time.
-            let rc = unsafe {
-                (self.table.apply)(state.0, b.as_ptr(), sp, out.as_mut_ptr(), rows, dim)
-            };
+            let rc =
+                unsafe { (self.table.apply)(state.0, b.as_ptr(), sp, out.as_mut_ptr(), rows, dim) };
             if rc != 0 {
                 // SAFETY: as above.
                 let msg = unsafe { self.table.message(state.0) };
@@ -356,7 +363,7 @@ impl Intervention for TableIntervention {
                     self.name
                 ));
             }
-            Ok(())
+            Ok(out)
         })
     }
 }
@@ -381,7 +388,11 @@ pub(crate) fn row_dim(spec: &Spec, flags: u32) -> usize {
 /// A tensor as f32 on the CPU, contiguous from offset 0 of its own storage when possible.
 fn f32_cpu(t: &Tensor) -> Result<Tensor> {
     let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    Ok(if t.is_contiguous() { t } else { t.contiguous()? })
+    Ok(if t.is_contiguous() {
+        t
+    } else {
+        t.contiguous()?
+    })
 }
 
 /// Runs `f` over the contiguous f32 data of `t` (no copy for CPU f32 tensors).
@@ -416,17 +427,19 @@ fn selects_all(dims: &Dims, d: usize) -> bool {
 }
 
 /// The plugin call shared by native tables and WASM modules: `base` (and `source`, already
-/// broadcast to the base's shape) as rows x dim f32 rows, `f` writes rows x dim floats, and
+/// broadcast to the base's shape) as rows x dim f32 rows, `f` returns rows x dim floats, and
 /// the features `dims` does not select keep the base's values. Returns a tensor shaped, typed
 /// and placed like `base`.
 pub(crate) fn apply_rows(
     base: &Tensor,
     source: Option<&Tensor>,
     dims: &Dims,
-    f: impl FnOnce(&[f32], Option<&[f32]>, &mut [f32], usize, usize) -> Result<()>,
+    f: impl FnOnce(&[f32], Option<&[f32]>, usize, usize) -> Result<Vec<f32>>,
 ) -> Result<Tensor> {
     if base.rank() == 0 {
-        return Err(invalid!("a plugin intervention needs rows of features, got a scalar"));
+        return Err(invalid!(
+            "a plugin intervention needs rows of features, got a scalar"
+        ));
     }
     let d = base.dim(D::Minus1)?;
     let n = base.elem_count();
@@ -445,11 +458,16 @@ pub(crate) fn apply_rows(
     }
     let b32 = f32_cpu(base)?;
     let s32 = source.map(f32_cpu).transpose()?;
-    let mut out = vec![0f32; n];
-    with_f32(&b32, |b| {
-        match &s32 {
-            Some(s32) => with_f32(s32, |s| f(b, Some(s), &mut out, rows, d))?,
-            None => f(b, None, &mut out, rows, d)?,
+    let out = with_f32(&b32, |b| {
+        let mut out = match &s32 {
+            Some(s32) => with_f32(s32, |s| f(b, Some(s), rows, d))?,
+            None => f(b, None, rows, d)?,
+        };
+        if out.len() != n {
+            return Err(invalid!(
+                "internal: a plugin call returned {} floats for {rows} x {d}",
+                out.len()
+            ));
         }
         if !selects_all(dims, d) {
             let mask = dims
@@ -463,7 +481,7 @@ pub(crate) fn apply_rows(
                 }
             }
         }
-        Ok(())
+        Ok(out)
     })?;
     let t = Tensor::from_vec(out, base.shape(), &Device::Cpu)?;
     Ok(t.to_dtype(base.dtype())?.to_device(base.device())?)

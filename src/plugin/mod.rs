@@ -66,10 +66,7 @@ pub fn is_wasm_path(path: &Path) -> bool {
 /// Loads what a request's `"plugins"` field lists (paths relative to `dir`), with the
 /// request's `"wasm_limits"` for WASM modules. Does nothing when neither field is present.
 pub fn load_for_request(req: &Value, dir: &Path) -> Result<Vec<LoadedPlugin>> {
-    let limits = match req.get("wasm_limits") {
-        None | Some(Value::Null) => WasmLimits::default(),
-        Some(v) => WasmLimits::from_json(v).map_err(|e| invalid!("wasm_limits: {e}"))?,
-    };
+    let limits = request_limits(req)?;
     let list = match req.get("plugins") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
@@ -92,6 +89,14 @@ pub fn load_for_request(req: &Value, dir: &Path) -> Result<Vec<LoadedPlugin>> {
             load(&path, &limits).map_err(|e| invalid!("plugins[{i}]: {e}"))
         })
         .collect()
+}
+
+/// A request's `"wasm_limits"` (the defaults when absent).
+pub fn request_limits(req: &Value) -> Result<WasmLimits> {
+    match req.get("wasm_limits") {
+        None | Some(Value::Null) => Ok(WasmLimits::default()),
+        Some(v) => WasmLimits::from_json(v).map_err(|e| invalid!("wasm_limits: {e}")),
+    }
 }
 
 /// Receives plugin log lines: (who: plugin name or module path, level `VENE_LOG_*`, text).

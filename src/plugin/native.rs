@@ -125,7 +125,7 @@ unsafe fn read_info(p: *const vene_plugin_info) -> Result<((String, String), Vec
             "vene_plugin_entry returned NULL: the plugin cannot speak this host's plugin ABI v{VENE_PLUGIN_ABI_VERSION}"
         ));
     }
-    if (p as usize) % align_of::<u32>() != 0 {
+    if !(p as usize).is_multiple_of(align_of::<u32>()) {
         return Err(invalid!("vene_plugin_entry returned a misaligned pointer"));
     }
     let magic = (*p).magic;
@@ -140,7 +140,7 @@ unsafe fn read_info(p: *const vene_plugin_info) -> Result<((String, String), Vec
             "the plugin speaks plugin ABI v{version}, this host speaks v{VENE_PLUGIN_ABI_VERSION}: rebuild it against this vene_plugin.h"
         ));
     }
-    if (p as usize) % align_of::<vene_plugin_info>() != 0 {
+    if !(p as usize).is_multiple_of(align_of::<vene_plugin_info>()) {
         return Err(invalid!("vene_plugin_entry returned a misaligned pointer"));
     }
     let size = (*p).struct_size as usize;
@@ -158,11 +158,15 @@ unsafe fn read_info(p: *const vene_plugin_info) -> Result<((String, String), Vec
     };
     let n = (*p).n_types;
     if n > 100_000 {
-        return Err(invalid!("plugin '{name}' declares {n} types: that cannot be right"));
+        return Err(invalid!(
+            "plugin '{name}' declares {n} types: that cannot be right"
+        ));
     }
     let types = (*p).types;
     if n > 0 && types.is_null() {
-        return Err(invalid!("plugin '{name}' declares {n} types but its type array is NULL"));
+        return Err(invalid!(
+            "plugin '{name}' declares {n} types but its type array is NULL"
+        ));
     }
     let mut tables: Vec<TypeTable> = Vec::with_capacity(n);
     if n > 0 {
@@ -170,7 +174,7 @@ unsafe fn read_info(p: *const vene_plugin_info) -> Result<((String, String), Vec
         // table declares; a table from an older header is shorter than ours.
         let stride = (*types).struct_size as usize;
         if stride < abi::INTERVENTION_TYPE_PREFIX_SIZE
-            || stride % align_of::<vene_intervention_type>() != 0
+            || !stride.is_multiple_of(align_of::<vene_intervention_type>())
         {
             return Err(invalid!(
                 "plugin '{name}': intervention type struct_size {stride} is not a valid ABI v1 size"

@@ -14,7 +14,9 @@
 //! with the module's name and the reason; the instance is dropped and the next call gets a
 //! fresh one, so the model and the process carry on.
 
-use super::abi::{self, VENE_PLUGIN_ABI_VERSION, VENE_TYPE_DISTRIBUTED, VENE_TYPE_NO_SOURCE};
+use super::abi::{
+    self, VENE_PLUGIN_ABI_VERSION, VENE_TYPE_DISTRIBUTED, VENE_TYPE_NO_SOURCE, VENE_TYPE_ROW_WISE,
+};
 use super::{LoadedPlugin, PluginKind};
 use crate::error::{Error, Result};
 use crate::intervention::{registry, Intervention, Spec};
@@ -39,6 +41,9 @@ pub const DEFAULT_DEADLINE_MS: u64 = 1000;
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 /// How often the engine's epoch advances; a timeout is noticed within one tick.
 const TICK: Duration = Duration::from_millis(5);
+/// Rows per call for row-wise types: about this many bytes per buffer, so the copies in, the
+/// call and the copy out stay in the CPU's cache.
+const CHUNK_BYTES: usize = 64 << 10;
 /// Most bytes of one `vene.log` message kept.
 const MAX_LOG: usize = 4096;
 
@@ -137,8 +142,6 @@ struct HostState {
 
 /// A compiled, checked module (shared by every load of the same bytes).
 pub struct Compiled {
-    #[allow(dead_code)]
-    module: Module,
     pre: InstancePre<HostState>,
     has_init: bool,
     has_flags: bool,
@@ -221,7 +224,13 @@ fn check_exports(module: &Module, label: &str) -> Result<(bool, bool)> {
             "(base: i32, source: i32, out: i32, rows: i32, dim: i32) -> i32",
             true,
         ),
-        ("vene_init", 2, 1, "(args: i32, args_len: i32) -> i32", false),
+        (
+            "vene_init",
+            2,
+            1,
+            "(args: i32, args_len: i32) -> i32",
+            false,
+        ),
         ("vene_flags", 0, 1, "() -> i32", false),
     ];
     let mut present = [false; 5];
@@ -281,9 +290,8 @@ pub fn compile(bytes: &[u8], label: &str) -> Result<Arc<Compiled>> {
         return Ok(c.clone());
     }
     let engine = engine()?;
-    let module = Module::new(engine, bytes).map_err(|e| {
-        invalid!("WASM module '{label}' is not a valid WebAssembly module: {e:#}")
-    })?;
+    let module = Module::new(engine, bytes)
+        .map_err(|e| invalid!("WASM module '{label}' is not a valid WebAssembly module: {e:#}"))?;
     check_imports(&module, label)?;
     let (has_init, has_flags) = check_exports(&module, label)?;
     let mut linker: Linker<HostState> = Linker::new(engine);
@@ -294,7 +302,6 @@ pub fn compile(bytes: &[u8], label: &str) -> Result<Arc<Compiled>> {
         .instantiate_pre(&module)
         .map_err(|e| invalid!("WASM module '{label}': {e:#}"))?;
     let c = Arc::new(Compiled {
-        module,
         pre,
         has_init,
         has_flags,
@@ -316,6 +323,8 @@ struct Instance {
     /// (offset, capacity in bytes) of the base, source and out buffers; offset 0 = none yet.
     bufs: [(u32, usize); 3],
     deadline: Duration,
+    /// The type is row-wise: calls go chunk by chunk.
+    row_wise: bool,
 }
 
 impl Instance {
@@ -386,10 +395,10 @@ impl Instance {
                 .get_typed_func::<(), i32>(&mut store, "vene_flags")
                 .map_err(lookup_err)?;
             arm(&mut store, deadline);
-            let flags = f
-                .call(&mut store, ())
-                .map_err(|e| failure(&store, label, "vene_flags", &e))? as u32;
-            let known = VENE_TYPE_NO_SOURCE | VENE_TYPE_DISTRIBUTED;
+            let flags =
+                f.call(&mut store, ())
+                    .map_err(|e| failure(&store, label, "vene_flags", &e))? as u32;
+            let known = abi::VENE_TYPE_KNOWN_FLAGS;
             if flags & !known != 0 {
                 return Err(invalid!(
                     "WASM module '{label}': vene_flags returned unknown bits {:#x}",
@@ -407,6 +416,7 @@ impl Instance {
             intervene,
             bufs: [(0, 0); 3],
             deadline,
+            row_wise: flags & VENE_TYPE_ROW_WISE != 0,
         };
         if let (Some(args), true) = (args, c.has_init) {
             let init = instance
@@ -441,7 +451,9 @@ impl Instance {
     fn alloc_bytes(&mut self, bytes: usize) -> Result<u32> {
         let label = self.label();
         let size = i32::try_from(bytes).map_err(|_| {
-            invalid!("WASM module '{label}': a buffer of {bytes} bytes does not fit a 32-bit memory")
+            invalid!(
+                "WASM module '{label}': a buffer of {bytes} bytes does not fit a 32-bit memory"
+            )
         })?;
         arm(&mut self.store, self.deadline);
         let p = self
@@ -454,7 +466,7 @@ impl Instance {
                 log_suffix(&self.store)
             ));
         }
-        if p % 4 != 0 {
+        if !p.is_multiple_of(4) {
             return Err(invalid!(
                 "WASM module '{label}': vene_alloc({bytes}) returned {p}, which is not 4-byte aligned"
             ));
@@ -503,64 +515,78 @@ impl Instance {
         Ok(())
     }
 
-    fn read_f32(&self, ptr: u32, out: &mut [f32]) -> Result<()> {
+    /// Appends `n` floats read at `ptr` to `out`.
+    fn read_f32(&self, ptr: u32, n: usize, out: &mut Vec<f32>) -> Result<()> {
         let start = ptr as usize;
         let src = self
             .memory
             .data(&self.store)
-            .get(start..start + 4 * out.len())
+            .get(start..start + 4 * n)
             .ok_or_else(|| {
                 invalid!(
                     "WASM module '{}': output buffer at {ptr} is outside memory",
                     self.label()
                 )
             })?;
-        copy_from_le(src, out);
+        extend_from_le(src, out);
         Ok(())
     }
 
-    /// One `vene_intervene` call over rows x dim floats.
+    /// `vene_intervene` over rows x dim floats: one call, or, for row-wise types, one call
+    /// per cache-sized chunk of rows. The deadline covers the whole of it.
     fn call(
         &mut self,
         base: &[f32],
         source: Option<&[f32]>,
-        out: &mut [f32],
         rows: usize,
         dim: usize,
-    ) -> Result<()> {
+    ) -> Result<Vec<f32>> {
         let label = self.label();
-        let bytes = 4 * base.len();
-        let (r, d) = match (i32::try_from(rows), i32::try_from(dim)) {
-            (Ok(r), Ok(d)) => (r, d),
-            _ => {
-                return Err(invalid!(
-                    "WASM module '{label}': {rows} x {dim} rows are too many for a 32-bit module"
-                ))
-            }
+        let chunk = if self.row_wise {
+            (CHUNK_BYTES / (4 * dim.max(1))).clamp(1, rows.max(1))
+        } else {
+            rows
         };
+        let bytes = 4 * chunk * dim;
+        if i32::try_from(bytes).is_err() || i32::try_from(dim).is_err() {
+            return Err(invalid!(
+                "WASM module '{label}': {chunk} x {dim} floats do not fit a 32-bit module"
+            ));
+        }
         let pb = self.buffer(0, bytes)?;
         let ps = match source {
             Some(_) => self.buffer(1, bytes)?,
             None => 0,
         };
         let po = self.buffer(2, bytes)?;
-        self.write_f32(pb, base)?;
-        if let Some(s) = source {
-            self.write_f32(ps, s)?;
-        }
+        let mut out = Vec::with_capacity(rows * dim);
         arm(&mut self.store, self.deadline);
         self.store.data_mut().last_log = None;
-        let rc = self
-            .intervene
-            .call(&mut self.store, (pb as i32, ps as i32, po as i32, r, d))
-            .map_err(|e| failure(&self.store, &label, "vene_intervene", &e))?;
-        if rc != 0 {
-            return Err(invalid!(
-                "WASM module '{label}': vene_intervene returned {rc}: {}",
-                last_log(&self.store)
-            ));
+        let mut r0 = 0;
+        while r0 < rows {
+            let r = chunk.min(rows - r0);
+            let span = r0 * dim..(r0 + r) * dim;
+            self.write_f32(pb, &base[span.clone()])?;
+            if let Some(s) = source {
+                self.write_f32(ps, &s[span])?;
+            }
+            let rc = self
+                .intervene
+                .call(
+                    &mut self.store,
+                    (pb as i32, ps as i32, po as i32, r as i32, dim as i32),
+                )
+                .map_err(|e| failure(&self.store, &label, "vene_intervene", &e))?;
+            if rc != 0 {
+                return Err(invalid!(
+                    "WASM module '{label}': vene_intervene returned {rc}: {}",
+                    last_log(&self.store)
+                ));
+            }
+            self.read_f32(po, r * dim, &mut out)?;
+            r0 += r;
         }
-        self.read_f32(po, out)
+        Ok(out)
     }
 }
 
@@ -623,12 +649,20 @@ fn copy_to_le(x: &[f32], dst: &mut [u8]) {
 }
 
 #[cfg(target_endian = "little")]
-fn copy_from_le(src: &[u8], out: &mut [f32]) {
-    // SAFETY: every bit pattern is a valid f32; the byte view covers exactly `out`.
-    let dst = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), 4 * out.len()) };
-    dst.copy_from_slice(src);
+fn extend_from_le(src: &[u8], out: &mut Vec<f32>) {
+    let n = src.len() / 4;
+    out.reserve(n);
+    // SAFETY: the reserved tail has room for `n` floats; every bit pattern is a valid f32, and
+    // the length grows only after the bytes are written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr(),
+            out.as_mut_ptr().add(out.len()).cast::<u8>(),
+            4 * n,
+        );
+        out.set_len(out.len() + n);
+    }
 }
-
 #[cfg(target_endian = "big")]
 fn copy_to_le(x: &[f32], dst: &mut [u8]) {
     for (v, d) in x.iter().zip(dst.chunks_exact_mut(4)) {
@@ -637,10 +671,11 @@ fn copy_to_le(x: &[f32], dst: &mut [u8]) {
 }
 
 #[cfg(target_endian = "big")]
-fn copy_from_le(src: &[u8], out: &mut [f32]) {
-    for (o, s) in out.iter_mut().zip(src.chunks_exact(4)) {
-        *o = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-    }
+fn extend_from_le(src: &[u8], out: &mut Vec<f32>) {
+    out.extend(
+        src.chunks_exact(4)
+            .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]])),
+    );
 }
 
 /// A module ready to build interventions: compiled code, its name, limits and flags.
@@ -701,8 +736,8 @@ impl WasmType {
 
 /// Loads a `.wasm` or `.wat` file and registers it as `wasm/<file stem>`.
 pub fn load(path: &Path, limits: &WasmLimits) -> Result<LoadedPlugin> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read WASM module: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::file(path, format!("cannot read WASM module: {e}")))?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -737,7 +772,10 @@ impl WasmIntervention {
         };
         // One instance now, so bad arguments fail when the config is built.
         let first = iv.instance()?;
-        iv.pool.lock().unwrap_or_else(|e| e.into_inner()).push(first);
+        iv.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(first);
         Ok(iv)
     }
 
@@ -745,13 +783,24 @@ impl WasmIntervention {
         if let Some(i) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(i);
         }
-        Instance::new(&self.t.compiled, &self.t.label, &self.t.limits, Some(&self.args))
-            .map(|(i, _)| i)
+        Instance::new(
+            &self.t.compiled,
+            &self.t.label,
+            &self.t.limits,
+            Some(&self.args),
+        )
+        .map(|(i, _)| i)
     }
 
-    /// How many idle instances the pool holds (for tests and diagnostics).
-    pub fn pooled(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    /// The linear memory size, in bytes, of each idle instance in the pool (for tests and
+    /// diagnostics: buffers are reused, so this stays flat across calls).
+    pub fn memory_sizes(&self) -> Vec<usize> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|i| i.memory.data_size(&i.store))
+            .collect()
     }
 }
 
@@ -767,13 +816,16 @@ impl Intervention for WasmIntervention {
     }
     fn apply(&self, base: &Tensor, source: Option<&Tensor>, dims: &Dims) -> Result<Tensor> {
         let mut inst = self.instance()?;
-        let out = abi::apply_rows(base, source, dims, |b, s, out, rows, dim| {
-            inst.call(b, s, out, rows, dim)
+        let out = abi::apply_rows(base, source, dims, |b, s, rows, dim| {
+            inst.call(b, s, rows, dim)
         });
         // A failed instance may be half-way through anything: drop it, the next call gets a
         // fresh one.
         if out.is_ok() {
-            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(inst);
+            self.pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(inst);
         }
         out
     }

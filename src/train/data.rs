@@ -86,7 +86,13 @@ pub struct Example {
 impl Example {
     /// An example with one source, the same units on both sides for every representation
     /// (`n_reps` of them), and one label.
-    pub fn simple(base: Sequence, source: Sequence, units: &[usize], n_reps: usize, label: Label) -> Self {
+    pub fn simple(
+        base: Sequence,
+        source: Sequence,
+        units: &[usize],
+        n_reps: usize,
+        label: Label,
+    ) -> Self {
         Example {
             base,
             sources: vec![Some(source)],
@@ -382,14 +388,18 @@ impl Example {
             match x {
                 Value::Object(m) => {
                     if let Some(k) = m.keys().find(|k| *k != "class" && *k != "position") {
-                        return Err(format!("{f}: unknown field '{k}' (use \"class\" and \"position\")"));
+                        return Err(format!(
+                            "{f}: unknown field '{k}' (use \"class\" and \"position\")"
+                        ));
                     }
                     let c = class(m.get("class").ok_or(format!("{f}.class is missing"))?)?;
                     let position = match m.get("position") {
                         None | Some(Value::Null) => None,
-                        Some(p) => Some(p.as_u64().ok_or(format!(
-                            "{f}.position must be a non-negative integer"
-                        ))? as usize),
+                        Some(p) => Some(
+                            p.as_u64()
+                                .ok_or(format!("{f}.position must be a non-negative integer"))?
+                                as usize,
+                        ),
                     };
                     Ok(Label { position, class: c })
                 }
@@ -453,7 +463,11 @@ fn stack(seqs: &[&Sequence], what: &str, device: &Device) -> Result<Input> {
                 .collect();
             if rows.iter().all(|r| r.len() == rows[0].len()) {
                 let (b, s) = (rows.len(), rows[0].len());
-                Ok(Input::from_ids(Tensor::from_vec(rows.concat(), (b, s), device)?))
+                Ok(Input::from_ids(Tensor::from_vec(
+                    rows.concat(),
+                    (b, s),
+                    device,
+                )?))
             } else {
                 Input::padded(&rows, 0, false, device)
             }

@@ -34,7 +34,10 @@ pub mod data;
 pub mod optim;
 
 pub use data::{Dataset, Example, Label, Sequence};
-pub use optim::{linear_schedule, temperature_schedule, GroupedOptimizer, LrGroup, OptimizerKind, Param};
+pub use optim::{
+    linear_schedule, temperature_at, temperature_schedule, GroupedOptimizer, LrGroup,
+    OptimizerKind, Param,
+};
 
 use crate::config::Mode;
 use crate::error::Result;
@@ -250,12 +253,15 @@ fn check_trainable(iv: &IntervenableModel) -> Result<Vec<Param>> {
 /// Runs one batch: (loss tensor, per-example correctness).
 fn run_batch(
     iv: &IntervenableModel,
-    batch: &mut Batch,
+    batch: &Batch,
     loss: &Loss,
     differentiable: bool,
 ) -> Result<(Tensor, Vec<bool>)> {
-    batch.request.differentiable = differentiable;
-    let out = iv.forward(&batch.request)?;
+    let out = if differentiable {
+        iv.forward_differentiable(&batch.request)?
+    } else {
+        iv.forward(&batch.request)?
+    };
     let logits = out
         .intervened
         .logits
@@ -277,7 +283,11 @@ fn run_batch(
         }
         r => return Err(invalid!("unexpected logits of rank {r}")),
     };
-    let per_example = if logits.rank() == 3 { logits.dim(1)? } else { 1 };
+    let per_example = if logits.rank() == 3 {
+        logits.dim(1)?
+    } else {
+        1
+    };
     let idx: Vec<u32> = batch
         .targets
         .iter()
@@ -340,8 +350,13 @@ pub fn train(
             "batch_size and gradient_accumulation_steps must be at least 1"
         ));
     }
-    if !(opts.boundary_penalty.is_finite() && opts.warmup_ratio.is_finite() && opts.warmup_ratio >= 0.0) {
-        return Err(invalid!("boundary_penalty and warmup_ratio must be finite (warmup_ratio >= 0)"));
+    if !(opts.boundary_penalty.is_finite()
+        && opts.warmup_ratio.is_finite()
+        && opts.warmup_ratio >= 0.0)
+    {
+        return Err(invalid!(
+            "boundary_penalty and warmup_ratio must be finite (warmup_ratio >= 0)"
+        ));
     }
     let boundaries: Vec<&Param> = params
         .iter()
@@ -357,28 +372,29 @@ pub fn train(
     let n_groups = iv.n_groups();
     let batches_per_epoch = data.len().div_ceil(opts.batch_size);
     let gas = opts.gradient_accumulation_steps;
-    let total_steps = (batches_per_epoch * opts.epochs).div_ceil(gas);
+    let total_steps = batches_per_epoch.saturating_mul(opts.epochs).div_ceil(gas);
     let warmup = match opts.warmup_steps {
         Some(s) => s as f64,
         None => opts.warmup_ratio * total_steps as f64,
     };
-    let temps = opts
-        .temperature
-        .map(|(a, b)| temperature_schedule(a, b, total_steps));
+    let temp_at = |k: usize| {
+        opts.temperature
+            .map(|(a, b)| temperature_at(a, b, total_steps, k))
+    };
     let set_temperature = |iv: &IntervenableModel, t: f64| -> Result<()> {
         for i in 0..iv.representations().len() {
             iv.intervention(i).set_temperature(t)?;
         }
         Ok(())
     };
-    if let Some(t) = temps.as_ref().and_then(|t| t.first()) {
-        set_temperature(iv, *t)?;
+    if let Some(t) = temp_at(0) {
+        set_temperature(iv, t)?;
     }
     let mut opt = GroupedOptimizer::new(&params, opts.lr, &opts.lr_groups, opts.optimizer)?;
     let mut rng = Rng(opts.seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut step = 0usize;
-    let mut epochs = Vec::with_capacity(opts.epochs);
+    let mut epochs = Vec::new();
     let mut acc = GradStore::default();
     let mut pending = 0usize;
     let (mut step_loss, mut step_ok, mut step_n) = (0.0, 0usize, 0usize);
@@ -389,9 +405,9 @@ pub fn train(
         let (mut ep_loss, mut ep_ok, mut ep_n, mut ep_batches) = (0.0, 0usize, 0usize, 0usize);
         for (bi, chunk) in order.chunks(opts.batch_size).enumerate() {
             let examples: Vec<&Example> = chunk.iter().map(|&i| &data.examples[i]).collect();
-            let mut batch = collate(&examples, &model, n_reps, n_groups)
+            let batch = collate(&examples, &model, n_reps, n_groups)
                 .map_err(|e| invalid!("epoch {epoch}, batch {bi}: {e}"))?;
-            let (mut l, ok) = run_batch(iv, &mut batch, loss, true)
+            let (mut l, ok) = run_batch(iv, &batch, loss, true)
                 .map_err(|e| invalid!("epoch {epoch}, batch {bi}: {e}"))?;
             let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !lv.is_finite() {
@@ -401,7 +417,11 @@ pub fn train(
             }
             if opts.boundary_penalty != 0.0 {
                 for p in &boundaries {
-                    l = (l + p.var.as_tensor().sum_all()?.affine(opts.boundary_penalty, 0.0)?)?;
+                    l = (l + p
+                        .var
+                        .as_tensor()
+                        .sum_all()?
+                        .affine(opts.boundary_penalty, 0.0)?)?;
                 }
             }
             let grads = l.backward()?;
@@ -422,14 +442,10 @@ pub fn train(
                 opt.set_factor(factor);
                 opt.step(&acc)?;
                 acc = GradStore::default();
-                let temperature = match &temps {
-                    Some(t) => {
-                        let t = t[step.min(t.len() - 1)];
-                        set_temperature(iv, t)?;
-                        Some(t)
-                    }
-                    None => None,
-                };
+                let temperature = temp_at(step);
+                if let Some(t) = temperature {
+                    set_temperature(iv, t)?;
+                }
                 step += 1;
                 let keep_going = progress(&Progress {
                     epoch,
@@ -487,10 +503,10 @@ pub fn evaluate(
     let (mut total_loss, mut ok, mut n) = (0.0, 0usize, 0usize);
     for (bi, chunk) in data.examples.chunks(batch_size).enumerate() {
         let examples: Vec<&Example> = chunk.iter().collect();
-        let mut batch = collate(&examples, &model, n_reps, n_groups)
+        let batch = collate(&examples, &model, n_reps, n_groups)
             .map_err(|e| invalid!("batch {bi}: {e}"))?;
         let (l, correct) =
-            run_batch(iv, &mut batch, loss, false).map_err(|e| invalid!("batch {bi}: {e}"))?;
+            run_batch(iv, &batch, loss, false).map_err(|e| invalid!("batch {bi}: {e}"))?;
         total_loss += l.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
         ok += correct.iter().filter(|&&x| x).count();
         n += chunk.len();
@@ -516,12 +532,13 @@ pub fn predict(iv: &IntervenableModel, data: &Dataset, batch_size: usize) -> Res
             .intervened
             .logits
             .ok_or_else(|| invalid!("the model produced no logits"))?;
-        let per = if logits.rank() == 3 { logits.dim(1)? } else { 1 };
+        let per = if logits.rank() == 3 {
+            logits.dim(1)?
+        } else {
+            1
+        };
         let c = logits.dim(D::Minus1)?;
-        let pred: Vec<u32> = logits
-            .reshape(((), c))?
-            .argmax(D::Minus1)?
-            .to_vec1()?;
+        let pred: Vec<u32> = logits.reshape(((), c))?.argmax(D::Minus1)?.to_vec1()?;
         let mut rows = vec![Vec::new(); chunk.len()];
         for &(e, col, _) in &batch.targets {
             rows[e].push(pred[e * per + col]);

@@ -128,14 +128,17 @@ pub fn linear_schedule(step: usize, warmup: f64, total: usize, decay: bool) -> f
 
 /// pyvene's temperature schedule: `linspace(start, end, n)` rounded to bfloat16.
 pub fn temperature_schedule(start: f64, end: f64, n: usize) -> Vec<f64> {
-    let round = |x: f64| half::bf16::from_f64(x).to_f64();
-    match n {
-        0 => Vec::new(),
-        1 => vec![round(start)],
-        _ => (0..n)
-            .map(|i| round(start + (end - start) * i as f64 / (n - 1) as f64))
-            .collect(),
-    }
+    (0..n).map(|k| temperature_at(start, end, n, k)).collect()
+}
+
+/// Entry `k` of [`temperature_schedule`] (without building the whole schedule).
+pub fn temperature_at(start: f64, end: f64, n: usize, k: usize) -> f64 {
+    let x = if n <= 1 {
+        start
+    } else {
+        start + (end - start) * k.min(n - 1) as f64 / (n - 1) as f64
+    };
+    half::bf16::from_f64(x).to_f64()
 }
 
 /// Adds each parameter's gradient in `grads`, times `scale`, into `acc` (detached).

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench forward -- [--model PATH] [--name NAME] [--shapes 1x16,8x64]
-//!     [--iters N] [--warmup N] [--out FILE.jsonl] [--profile | --serve]
+//!     [--iters N] [--warmup N] [--out FILE.jsonl] [--profile | --ops | --serve]
 //! ```
 //!
 //! Without `--model` it runs the default model (SmolLM2-135M, fetched into the cache if
@@ -13,6 +13,7 @@
 //! per (shape, variant) plus one with the process's peak RSS; tests/bench/run.sh reads them.
 //! `--profile` instead prints, per shape, how the time of a forward splits between the
 //! segments from one hook site to the next (a profiler that needs nothing but the hooks).
+//! `--ops` times the attention building blocks one by one at this model's shapes.
 //! `--serve` loads the model and then answers requests on stdin, one JSON line per request
 //! (`run VARIANT BATCH SEQ` times one forward; `quit` reports peak RSS and exits), so that
 //! tests/bench/torch_forward.py can alternate vene and PyTorch forwards in one time window and
@@ -117,6 +118,79 @@ fn profile(model: &Model, input: &Input, rounds: usize) {
     }
 }
 
+/// Times each step of our attention path (the ops in `vene::model::ops`, called as the
+/// architectures call them) at one layer's shapes, averaged over `reps` calls.
+fn attention_ops(info: &vene::ModelInfo, b: usize, s: usize, reps: usize) {
+    use vene::model::ops;
+    let (nh, nkv, hd) = (info.n_heads, info.n_kv_heads, info.head_dim);
+    let dev = Device::Cpu;
+    let rand = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+    let q_flat = rand(&[b, s, nh * hd]);
+    let k_flat = rand(&[b, s, nkv * hd]);
+    let rotary = ops::Rotary::new(hd, 10_000.0, s.max(16), &dev).unwrap();
+    let pos = Tensor::arange(0u32, s as u32, &dev)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+        .repeat((b, 1))
+        .unwrap();
+    let (cos, sin) = rotary.at(&pos).unwrap();
+    let bias = ops::attention_bias(None, b, s, 0, None, &dev).unwrap();
+    let q = ops::split_heads(&q_flat, nh).unwrap();
+    let k = ops::split_heads(&k_flat, nkv).unwrap();
+    let kr = ops::repeat_kv(k.clone(), nh / nkv).unwrap();
+    let kt = kr.t().unwrap().contiguous().unwrap();
+    let scores = q.matmul(&kt).unwrap();
+    let w = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+    let v = kr.contiguous().unwrap();
+    let vals = w.matmul(&v).unwrap();
+    let time = |name: &str, f: &dyn Fn() -> Tensor| {
+        let _ = f();
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = f();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        println!("    {ms:8.3} ms  {name}");
+    };
+    println!(
+        "  attention ops at batch {b}, seq {s}, {nh} heads / {nkv} kv heads of {hd} \
+         (ms per call, one layer):"
+    );
+    time("attention_bias (built in Rust loops)", &|| {
+        ops::attention_bias(None, b, s, 0, None, &dev).unwrap()
+    });
+    time("rotary tables gathered at positions", &|| {
+        rotary.at(&pos).unwrap().0
+    });
+    time("split_heads(q)", &|| ops::split_heads(&q_flat, nh).unwrap());
+    time("apply_rotary(q)", &|| {
+        ops::apply_rotary(&q, &cos, &sin).unwrap()
+    });
+    time("apply_rotary(k)", &|| {
+        ops::apply_rotary(&k, &cos, &sin).unwrap()
+    });
+    time("repeat_kv(k)", &|| {
+        ops::repeat_kv(k.clone(), nh / nkv).unwrap()
+    });
+    time("k.t().contiguous()", &|| {
+        kr.t().unwrap().contiguous().unwrap()
+    });
+    time("q.matmul(k^T)", &|| q.matmul(&kt).unwrap());
+    time("scores * scale", &|| (&scores * 0.125).unwrap());
+    time("scores.broadcast_add(bias)", &|| {
+        scores.broadcast_add(&bias).unwrap()
+    });
+    time("softmax_last_dim", &|| {
+        candle_nn::ops::softmax_last_dim(&scores).unwrap()
+    });
+    time("softmax (differentiable path)", &|| {
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1).unwrap()
+    });
+    time("weights.matmul(v)", &|| w.matmul(&v).unwrap());
+    time("merge_heads", &|| ops::merge_heads(&vals).unwrap());
+}
+
 struct Args {
     model: Option<String>,
     name: Option<String>,
@@ -126,6 +200,7 @@ struct Args {
     out: Option<String>,
     profile: bool,
     serve: bool,
+    ops: bool,
 }
 
 fn parse_args() -> Args {
@@ -138,6 +213,7 @@ fn parse_args() -> Args {
         out: None,
         profile: false,
         serve: false,
+        ops: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -148,6 +224,7 @@ fn parse_args() -> Args {
             "--out" => a.out = Some(val("--out")),
             "--profile" => a.profile = true,
             "--serve" => a.serve = true,
+            "--ops" => a.ops = true,
             "--iters" => a.iters = Some(val("--iters").parse().expect("--iters N")),
             "--warmup" => a.warmup = Some(val("--warmup").parse().expect("--warmup N")),
             "--shapes" => {
@@ -308,6 +385,10 @@ fn main() {
             .expect("opening --out")
     });
     for &(b, s) in &args.shapes {
+        if args.ops {
+            attention_ops(&info, b, s, args.iters.unwrap_or(50));
+            continue;
+        }
         if args.profile {
             let input = Input::from_ids(ids(b, s, bench.vocab));
             profile(&bench.model, &input, args.iters.unwrap_or(3));
@@ -315,7 +396,7 @@ fn main() {
         }
         let small = b * s <= 64;
         let warmup = args.warmup.unwrap_or(if small { 3 } else { 1 });
-        let iters = args.iters.unwrap_or(if small { 20 } else { 6 });
+        let iters = args.iters.unwrap_or(if small { 20 } else { 10 });
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
         let mut check = 0.0;
         // Round-robin, so drift in machine speed hits every variant alike.

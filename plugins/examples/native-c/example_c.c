@@ -97,9 +97,10 @@ static void clamp_destroy(void *state) { free(state); }
 /* ---- the plugin ------------------------------------------------------------------------- */
 
 static const vene_intervention_type types[] = {
-    {sizeof(vene_intervention_type), "add", add_create, add_apply, add_last_error, add_destroy, 0},
+    {sizeof(vene_intervention_type), "add", add_create, add_apply, add_last_error, add_destroy,
+     VENE_TYPE_ROW_WISE},
     {sizeof(vene_intervention_type), "clamp", clamp_create, clamp_apply, clamp_last_error,
-     clamp_destroy, VENE_TYPE_NO_SOURCE},
+     clamp_destroy, VENE_TYPE_NO_SOURCE | VENE_TYPE_ROW_WISE},
 };
 
 static const vene_plugin_info info = {

@@ -18,7 +18,8 @@ static float factor = 1.0f;
 
 EXPORT("vene_abi_version") int vene_abi_version(void) { return 1; }
 
-EXPORT("vene_flags") int vene_flags(void) { return 1; /* VENE_TYPE_NO_SOURCE */ }
+/* VENE_TYPE_NO_SOURCE | VENE_TYPE_ROW_WISE */
+EXPORT("vene_flags") int vene_flags(void) { return 1 | 4; }
 
 /* Buffers on fresh pages: the module needs no allocator. */
 EXPORT("vene_alloc") int vene_alloc(int size) {

@@ -6,6 +6,8 @@
   (data (i32.const 16) "add_wat needs a source")
 
   (func (export "vene_abi_version") (result i32) (i32.const 1))
+  ;; VENE_TYPE_ROW_WISE: each output row depends only on the same input rows.
+  (func (export "vene_flags") (result i32) (i32.const 4))
 
   ;; Buffers on fresh pages: returns the old end of memory, or 0 when it cannot grow.
   (func (export "vene_alloc") (param $size i32) (result i32)

@@ -111,7 +111,8 @@ fn value(b: &[u8], i: &mut usize) -> Result<(), Error> {
         }
         Some(_) => {
             let start = *i;
-            while *i < b.len() && !matches!(b[*i], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+            while *i < b.len()
+                && !matches!(b[*i], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
             {
                 *i += 1;
             }

@@ -21,7 +21,7 @@
 //!     }
 //!     Ok(())
 //! }
-//! plain_intervention!(pub Add = add);
+//! plain_intervention!(pub Add = add, flags = vene_plugin_sdk::ROW_WISE);
 //!
 //! // native:  vene_plugin_sdk::native_plugin! { name: "mine", version: "0.1.0", types: ["add" => Add] }
 //! // WASM:    vene_plugin_sdk::wasm_plugin!(Add);
@@ -51,6 +51,10 @@ pub const MAGIC: u32 = 0x5645_4E45;
 pub const NO_SOURCE: u32 = 1;
 /// Flag: several units of one example reach `apply` as one row.
 pub const DISTRIBUTED: u32 = 2;
+/// Flag: each output row depends only on the same row of `base` and `source`, so the host may
+/// split a call into calls over fewer rows (a WASM module then copies cache-sized chunks and
+/// needs less memory). Set it for elementwise and row-by-row interventions.
+pub const ROW_WISE: u32 = 4;
 
 /// Log levels for [`native::log`] (WASM messages carry no level).
 pub const LOG_DEBUG: i32 = 0;
@@ -63,7 +67,7 @@ pub type Error = &'static str;
 
 /// One intervention type.
 pub trait Intervention: Sized + 'static {
-    /// `NO_SOURCE` and/or `DISTRIBUTED`.
+    /// `NO_SOURCE`, `DISTRIBUTED`, `ROW_WISE`, or'ed together.
     const FLAGS: u32 = 0;
     /// Builds the state from the representation's `intervention_args` as JSON text (`"null"`
     /// when the config gives none). See [`args`] for reading numbers out of it.
@@ -83,7 +87,8 @@ pub trait Intervention: Sized + 'static {
 pub type ApplyFn = fn(&[f32], Option<&[f32]>, &mut [f32], usize, usize) -> Result<(), Error>;
 
 /// Turns a plain function into an [`Intervention`] type without state:
-/// `plain_intervention!(pub Add = add);` or `plain_intervention!(Neg = neg, flags = NO_SOURCE);`
+/// `plain_intervention!(pub Add = add, flags = ROW_WISE);` or
+/// `plain_intervention!(Neg = neg, flags = NO_SOURCE | ROW_WISE);`
 #[macro_export]
 macro_rules! plain_intervention {
     ($(#[$meta:meta])* $vis:vis $ty:ident = $f:path $(, flags = $flags:expr)? $(,)?) => {

@@ -142,7 +142,11 @@ unsafe extern "C" fn apply<T: Intervention>(
 
 unsafe extern "C" fn last_error<T: Intervention>(state: *mut c_void) -> *const c_char {
     if state.is_null() {
-        return CREATE_ERROR.with(|c| c.borrow().as_ref().map_or(core::ptr::null(), |m| m.as_ptr()));
+        return CREATE_ERROR.with(|c| {
+            c.borrow()
+                .as_ref()
+                .map_or(core::ptr::null(), |m| m.as_ptr())
+        });
     }
     // SAFETY: as in `apply`.
     let st = unsafe { &*state.cast::<State<T>>() };
@@ -202,7 +206,8 @@ pub unsafe fn entry(
         return core::ptr::null();
     }
     // SAFETY: checked non-NULL; the struct_size check guards older hosts.
-    if !host.is_null() && unsafe { (*host).struct_size } as usize >= core::mem::size_of::<HostApi>() {
+    if !host.is_null() && unsafe { (*host).struct_size } as usize >= core::mem::size_of::<HostApi>()
+    {
         HOST.store(host.cast_mut(), Ordering::Release);
     }
     info

@@ -1,8 +1,14 @@
 //! The `vene` command-line tool.
 
 mod common;
+mod demo;
+mod demo_das;
 mod generate;
+mod knob;
+mod patch;
 mod run;
+mod steer;
+mod trace;
 
 use clap::{Parser, Subcommand};
 use common::open_model;
@@ -56,6 +62,37 @@ enum Command {
     ///
     /// Example: vene run --request req.json --out out.safetensors
     Run(run::Args),
+    /// Pack, inspect, verify or unpack a knob shared as one .wasm file.
+    ///
+    /// Example: vene knob pack ./my-knob --out my-knob.wasm && vene knob verify my-knob.wasm
+    Knob(knob::Args),
+    /// The seed's example on a real model: interchange interventions between "The capital of
+    /// Spain is" and "The capital of Italy is", a block_output sweep over every layer and
+    /// position with heatmaps of P(Madrid) and P(Rome).
+    ///
+    /// Example: vene demo --out demo-out
+    Demo(demo::Args),
+    /// Causal tracing as in ROME: corrupt the subject with noise, restore clean states at each
+    /// layer and position (block output, MLP and attention windows), plot where the fact lives.
+    ///
+    /// Example: vene trace --prompt "The Eiffel Tower is located in the city of" --subject "Eiffel Tower" --target " Paris"
+    Trace(trace::Args),
+    /// Activation patching sweep between two prompts: components x layers x positions (x heads),
+    /// effect on a target token's probability and a logit difference.
+    ///
+    /// Example: vene patch --base "The capital of Spain is" --source "The capital of Italy is"
+    Patch(patch::Args),
+    /// Steering vectors from contrastive prompt pairs; generate steered and unsteered text;
+    /// import and export llama.cpp control vectors (GGUF).
+    ///
+    /// Example: vene steer --pairs pairs.json --layers 12 --coeff 6 --prompt "Tell me a story"
+    Steer(steer::Args),
+    /// The seed's causal-abstraction example: train a small network on a + b + c, then look
+    /// for (a + b) at each layer with vanilla interchange over neuron groups, DAS and Boundless
+    /// DAS, against a variable the network does not compute (max(a, b)); IIA tables.
+    ///
+    /// Example: vene demo-das --json
+    DemoDas(demo_das::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +113,12 @@ fn run(cli: Cli) -> vene::Result<()> {
             println!("{}", path.display());
         }
         Command::Run(args) => run::run(args)?,
+        Command::Knob(args) => knob::run(args)?,
+        Command::Demo(args) => demo::run(args)?,
+        Command::Trace(args) => trace::run(args)?,
+        Command::Patch(args) => patch::run(args)?,
+        Command::Steer(args) => steer::run(args)?,
+        Command::DemoDas(args) => demo_das::run(args)?,
         Command::Info { model, json } => {
             let m = open_model(model)?;
             print_info(&m, json)?;

@@ -1,0 +1,3 @@
+module vene
+
+go 1.18

@@ -1,0 +1,7 @@
+module capibench
+
+go 1.18
+
+require vene v0.0.0
+
+replace vene => ../../../bindings/go
