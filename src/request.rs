@@ -70,9 +70,14 @@ pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
             return Err(invalid!("give either 'config' or 'knob', not both"));
         }
         let k = k.as_str().ok_or_else(|| {
-            invalid!("request field 'knob' must be a knob directory path, got {k}")
+            invalid!("request field 'knob' must be a knob directory or .wasm file path, got {k}")
         })?;
-        return crate::knob::load(resolve_path(dir, k), model);
+        let path = resolve_path(dir, k);
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let limits = crate::plugin::request_limits(req)?;
+            return crate::plugin::knob_wasm::load(&path, model, &limits);
+        }
+        return crate::knob::load(path, model);
     }
     let config = req.get("config").ok_or_else(|| {
         invalid!("request field 'config' is missing (or give 'knob', a knob directory)")

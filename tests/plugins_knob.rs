@@ -105,6 +105,15 @@ fn builtin_knob_round_trips_through_one_file() {
     let loaded = knob_wasm::load(&file, m.clone(), &Default::default()).unwrap();
     assert_eq!(logits(&loaded, &body(true)), want);
 
+    // A `vene run` request mounts the same file with `"knob": "<file>.wasm"`.
+    let mut req = body(true);
+    req["model"] = json!(model_dir().to_str().unwrap());
+    req["knob"] = json!(file.to_str().unwrap());
+    let mut via_request = vene::request::open(&req, &dir).unwrap();
+    let out = vene::request::run(&mut via_request, &req, &dir).unwrap();
+    let (_, l) = out.iter().find(|(n, _)| n == "intervened.logits").unwrap();
+    assert_eq!(l.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+
     // Unpacked, it is the same knob directory again.
     let un = dir.join("unpacked");
     knob_wasm::unpack(&file, &un).unwrap();

@@ -121,9 +121,10 @@ fn flip_layer(r: &PatchResult, last: usize, want: u32) -> Option<usize> {
 pub fn run(a: Args) -> vene::Result<()> {
     match a.which.as_str() {
         "capitals" => capitals(a),
-        "das" => Err(vene::invalid!(
-            "`vene demo das` is not wired to this command yet; run `vene demo-das` instead"
-        )),
+        "das" => crate::demo_das::run(crate::demo_das::Args {
+            json: a.json,
+            ..Default::default()
+        }),
         other => Err(vene::invalid!(
             "unknown demo '{other}'; choose `capitals` (the default) or `das`"
         )),
