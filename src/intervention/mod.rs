@@ -6,8 +6,8 @@ pub mod builtin;
 pub mod noise;
 pub mod orthogonal;
 pub mod parametrised;
-pub mod registry;
 pub mod pca;
+pub mod registry;
 pub mod rotation;
 pub mod sigmoid_mask;
 
