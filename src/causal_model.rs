@@ -134,6 +134,9 @@ pub struct Counterfactual {
     pub counterfactual_output: Setting,
 }
 
+/// A predicate over counterfactual examples.
+pub type CounterfactualFilter = Arc<dyn Fn(&Counterfactual) -> bool + Send + Sync>;
+
 /// Options of [`CausalModel::counterfactual_dataset`].
 #[derive(Clone, Default)]
 pub struct CounterfactualOptions {
@@ -147,7 +150,7 @@ pub struct CounterfactualOptions {
     /// intervention that does nothing cannot score).
     pub only_effective: bool,
     /// Keep only examples this accepts (called with the example).
-    pub filter: Option<Arc<dyn Fn(&Counterfactual) -> bool + Send + Sync>>,
+    pub filter: Option<CounterfactualFilter>,
 }
 
 /// A deterministic causal model over discrete variables.

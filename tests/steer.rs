@@ -53,7 +53,7 @@ fn mean_difference_equals_manual_computation() {
             (0..m.info().n_layers).collect::<Vec<_>>()
         );
         for (&l, dir) in &v.directions {
-            let mut manual = vec![0f32; 32];
+            let mut manual = [0f32; 32];
             for p in &pairs {
                 let a = last_act(&m, &p.positive, l);
                 let b = last_act(&m, &p.negative, l);
@@ -95,7 +95,7 @@ fn principal_component_is_the_top_singular_direction() {
         .iter()
         .map(|r| r.iter().zip(d).map(|(a, b)| a * b).sum())
         .collect();
-    let mut sv = vec![0f32; 32];
+    let mut sv = [0f32; 32];
     for (r, p) in diffs.iter().zip(&proj) {
         for j in 0..32 {
             sv[j] += r[j] * p;

@@ -249,8 +249,9 @@ fn orthonormality_error(w: &Tensor) -> f32 {
     max_diff(&wtw, &Tensor::eye(k, DType::F32, &Device::Cpu).unwrap())
 }
 
-/// |cosine| between the first column of the rotation and the known direction.
-fn alignment(iv: &IntervenableModel, dir: &[f32]) -> f32 {
+/// The effective rotation weight, rebuilt from the saved state as torch does, checked to be
+/// orthonormal to 1e-5.
+fn rotation(iv: &IntervenableModel) -> Tensor {
     let state: HashMap<String, Tensor> = iv.intervention(0).state().into_iter().collect();
     let original = &state["rotate_layer.parametrizations.weight.original"];
     let base = &state["rotate_layer.parametrizations.weight.0.base"];
@@ -260,6 +261,12 @@ fn alignment(iv: &IntervenableModel, dir: &[f32]) -> f32 {
         "the rotation is no longer orthogonal: error {}",
         orthonormality_error(&w)
     );
+    w
+}
+
+/// |cosine| between the first column of the rotation and the known direction.
+fn alignment(iv: &IntervenableModel, dir: &[f32]) -> f32 {
+    let w = rotation(iv);
     let col: Vec<f32> = w
         .narrow(1, 0, 1)
         .unwrap()
@@ -305,6 +312,9 @@ fn train_and_check(ty: &str, extra: &str, min_iia: f64, check_direction: bool) {
         after.iia
     );
     assert!(after.loss < before.loss);
+    // Orthogonal to 1e-5 after training (every type here is a rotation).
+    let w = rotation(&iv);
+    println!("{ty}: |W^T W - I| = {:.2e}", orthonormality_error(&w));
     if check_direction {
         let a = alignment(&iv, &dir);
         println!("{ty}: |cos(first rotated axis, true direction)| = {a:.4}");
@@ -623,4 +633,3 @@ fn trains_through_a_language_model() {
     assert_eq!(preds.len(), 16);
     assert!(preds.iter().all(|p| p.len() == 2));
 }
-

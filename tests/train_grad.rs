@@ -294,7 +294,7 @@ fn check_arch(arch: &Arch) -> Vec<String> {
                 continue;
             };
             let norm = dot(g, g).sqrt();
-            if !(norm > 1e-7) {
+            if norm.is_nan() || norm <= 1e-7 {
                 failures.push(format!("{what}: zero gradient (norm {norm:e})"));
                 continue;
             }

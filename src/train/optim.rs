@@ -64,7 +64,7 @@ impl GroupedOptimizer {
                 ));
             }
         }
-        if !(lr.is_finite() && lr >= 0.0) || !(wd.is_finite() && wd >= 0.0) {
+        if !(lr.is_finite() && lr >= 0.0 && wd.is_finite() && wd >= 0.0) {
             return Err(invalid!(
                 "learning rate and weight decay must be non-negative numbers (got {lr}, {wd})"
             ));

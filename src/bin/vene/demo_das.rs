@@ -4,17 +4,19 @@
 //! classifier (3 ReLU layers of 30 units) on every input a, b, c in 0..=9 (the three digits
 //! one-hot: 30 inputs; 28 classes), then test three hypotheses, each a causal model that
 //! computes the same output:
-//!   * a+b:       S = a + b, O = S + c. Interchanging S from a source predicts (a' + b') + c.
-//!   * a+b+c:     T = a + b + c, O = T. Interchanging T predicts a' + b' + c'.
-//!   * max(a,b):  M = max(a, b), N = min(a, b), O = M + N + c. Interchanging M predicts
-//!                max(a', b') + min(a, b) + c: a valid model of the task, but nothing makes
-//!                a network compute a maximum here (the control).
+//! * a+b: S = a + b, O = S + c. Interchanging S from a source predicts (a' + b') + c.
+//! * a+b+c: T = a + b + c, O = T. Interchanging T predicts a' + b' + c'.
+//! * max(a,b): M = max(a, b), N = min(a, b), O = M + N + c. Interchanging M predicts
+//!   max(a', b') + min(a, b) + c: a valid model of the task, but nothing makes a network
+//!   compute a maximum here (the control).
+//!
 //! At the input and after each layer, three methods look for each variable:
-//!   1. vanilla interchange interventions on groups of neurons (the 30 units in 6 groups of
-//!      5; every union of groups is tried on the training pairs, the best is scored on the
-//!      test pairs);
-//!   2. DAS: a learned rotation (RotatedSpaceIntervention) swapping its first k coordinates;
-//!   3. Boundless DAS: a learned rotation and a learned boundary (the subspace size).
+//! 1. vanilla interchange interventions on groups of neurons (the 30 units in 6 groups of 5;
+//!    every union of groups is tried on the training pairs, the best is scored on the test
+//!    pairs);
+//! 2. DAS: a learned rotation (RotatedSpaceIntervention) swapping its first k coordinates;
+//! 3. Boundless DAS: a learned rotation and a learned boundary (the subspace size).
+//!
 //! Every number is IIA on held-out counterfactual pairs whose predicted output differs from
 //! the base's own output, so an intervention that does nothing scores 0. Seeds are fixed.
 
