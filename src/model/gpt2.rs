@@ -52,11 +52,11 @@ impl Gpt2Config {
 
 struct Block {
     ln_1: LayerNorm,
-    c_attn: Linear,
-    c_proj: Linear,
+    c_attn: ops::FLinear,
+    c_proj: ops::FLinear,
     ln_2: LayerNorm,
-    c_fc: Linear,
-    mlp_proj: Linear,
+    c_fc: ops::FLinear,
+    mlp_proj: ops::FLinear,
 }
 
 pub struct Gpt2 {
@@ -70,9 +70,9 @@ pub struct Gpt2 {
 }
 
 /// HF GPT-2 keeps Conv1D weights as [in, out]; we store them as [out, in] like `Linear`.
-fn conv1d(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+fn conv1d(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<ops::FLinear> {
     let w = vb.get((in_dim, out_dim), "weight")?.t()?.contiguous()?;
-    Ok(Linear::new(w, Some(vb.get(out_dim, "bias")?)))
+    Ok(ops::FLinear(Linear::new(w, Some(vb.get(out_dim, "bias")?))))
 }
 
 impl Gpt2 {

@@ -10,7 +10,7 @@ use crate::config_err;
 use crate::error::Result;
 use crate::site::{decoder_sites, Component, DecoderShape, Site, SiteInfo};
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,10 +85,10 @@ impl NeoxConfig {
 struct Layer {
     input_norm: LayerNorm,
     post_norm: LayerNorm,
-    qkv: Linear,
-    dense: Linear,
-    up: Linear,
-    down: Linear,
+    qkv: ops::FLinear,
+    dense: ops::FLinear,
+    up: ops::FLinear,
+    down: ops::FLinear,
 }
 
 pub struct GptNeox {

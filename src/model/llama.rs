@@ -9,7 +9,7 @@ use crate::config_err;
 use crate::error::Result;
 use crate::site::{decoder_sites, Component, DecoderShape, Site, SiteInfo};
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 /// The config.json fields we read (Hugging Face names).
@@ -117,14 +117,14 @@ impl LlamaConfig {
 
 struct Layer {
     input_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: ops::FLinear,
+    k: ops::FLinear,
+    v: ops::FLinear,
+    o: ops::FLinear,
     post_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: ops::FLinear,
+    up: ops::FLinear,
+    down: ops::FLinear,
 }
 
 pub struct Llama {

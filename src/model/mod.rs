@@ -308,7 +308,9 @@ pub(crate) fn lm_head(
     let (b, s, d) = picked.dims3()?;
     let vocab = head.dim(0)?;
     let flat = picked.contiguous()?.reshape((b * s, d))?;
-    Ok(Some(flat.matmul(&head.t()?)?.reshape((b, s, vocab))?))
+    Ok(Some(
+        ops::frozen_linear(&flat, head, None)?.reshape((b, s, vocab))?,
+    ))
 }
 
 /// Counts elements of every tensor, for `ModelInfo::n_params`.
