@@ -7,44 +7,20 @@
 //! at every non-padding position.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use std::collections::HashMap;
-use std::path::PathBuf;
 use vene::model::Recorder;
 use vene::{Component, ForwardOptions, Input, LogitPositions, Model, NoHooks, Site};
 
+mod hf_fixtures;
+use hf_fixtures::*;
+
 const TOL: f32 = 1e-4;
 const SIDES: [&str; 2] = ["left", "right"];
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(name)
-}
 
 /// One padded batch from inputs.json, and its mask as plain numbers.
 struct Batch {
     input: Input,
     mask: Vec<Vec<u32>>,
     positions: Vec<Vec<u32>>,
-}
-
-fn rows(v: &serde_json::Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
-fn tensor2(r: &[Vec<u32>]) -> Tensor {
-    let (b, s) = (r.len(), r[0].len());
-    Tensor::from_vec(r.concat(), (b, s), &Device::Cpu).unwrap()
 }
 
 fn batch(name: &str, side: &str) -> Batch {
@@ -60,11 +36,6 @@ fn batch(name: &str, side: &str) -> Batch {
         mask,
         positions,
     }
-}
-
-fn reference(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
-        .unwrap()
 }
 
 fn load(name: &str) -> Model {

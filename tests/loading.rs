@@ -2,33 +2,11 @@
 //! and clear errors (never panics) for broken directories and bad requests.
 
 use candle_core::{Device, Tensor};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use vene::{Component, ForwardOptions, Input, LogitPositions, Model, NoHooks, Site};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(name)
-}
-
-fn rows(v: &serde_json::Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
-fn tensor2(r: &[Vec<u32>]) -> Tensor {
-    Tensor::from_vec(r.concat(), (r.len(), r[0].len()), &Device::Cpu).unwrap()
-}
+mod hf_fixtures;
+use hf_fixtures::*;
 
 fn batch(name: &str, side: &str) -> (Input, Vec<Vec<u32>>) {
     let text = std::fs::read_to_string(fixture(name).join("inputs.json")).unwrap();
@@ -39,11 +17,6 @@ fn batch(name: &str, side: &str) -> (Input, Vec<Vec<u32>>) {
         Input::from_ids(tensor2(&ids)).with_mask(tensor2(&mask)),
         mask,
     )
-}
-
-fn reference(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
-        .unwrap()
 }
 
 fn logits_diff(a: &Tensor, b: &Tensor, mask: &[Vec<u32>]) -> f32 {

@@ -1,10 +1,12 @@
 //! Hook sites: what `Model::sites()` reports, the shapes hooks see, and that replacements are
 //! checked and actually used downstream. Runs on the fixtures of tests/oracle/make_fixtures.py.
 
-use candle_core::{DType, Device, Tensor};
-use std::path::PathBuf;
+use candle_core::{DType, Tensor};
 use vene::model::Recorder;
 use vene::{Component, ForwardOptions, Hooks, Input, Model, NoHooks, Site};
+
+mod hf_fixtures;
+use hf_fixtures::*;
 
 const MODELS: [&str; 6] = [
     "gpt2",
@@ -15,32 +17,8 @@ const MODELS: [&str; 6] = [
     "mistral",
 ];
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(name)
-}
-
 fn load(name: &str) -> Model {
     Model::load(fixture(name)).unwrap_or_else(|e| panic!("loading {name}: {e}"))
-}
-
-fn rows(v: &serde_json::Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
-fn tensor2(r: &[Vec<u32>]) -> Tensor {
-    Tensor::from_vec(r.concat(), (r.len(), r[0].len()), &Device::Cpu).unwrap()
 }
 
 /// The left-padded batch of a fixture and its mask.
