@@ -12,6 +12,7 @@ use crate::model::{
 };
 use crate::site::{Component, Site};
 use crate::subspace::{self, Dims};
+use crate::time_steps::{self, StepReads};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -175,7 +176,7 @@ impl IntervenableModel {
         Ok(Outcome {
             original,
             intervened,
-            collected: plan.take_collected(),
+            collected: plan.take_collected()?,
         })
     }
 
@@ -235,7 +236,7 @@ impl IntervenableModel {
         Ok(Generation {
             ids,
             original_ids: original,
-            collected: plan.take_collected(),
+            collected: plan.take_collected()?,
         })
     }
 
@@ -268,6 +269,7 @@ impl IntervenableModel {
         };
         let dims = self.resolve_subspaces(&req.subspaces)?;
         let sources = self.broadcast_sources(&req.sources)?;
+        self.check_time_steps(req, &sources, &locations)?;
         let given = match &req.source_representations {
             None => vec![None; n],
             Some(v) if v.len() == n => v.clone(),
@@ -285,6 +287,28 @@ impl IntervenableModel {
             }
             Mode::Serial => self.run_sources_serial(&sources, &locations, &dims, &given),
         }
+    }
+
+    /// Unit "t": every selected step must lie inside the sequence it selects from.
+    fn check_time_steps(
+        &self,
+        req: &Request,
+        sources: &[Option<Input>],
+        locations: &[Location],
+    ) -> Result<()> {
+        for (i, r) in self.reps.iter().enumerate() {
+            if r.unit != Unit::Time {
+                continue;
+            }
+            let at = |e: crate::Error| invalid!("unit_locations for {}: {e}", r.key);
+            if let Some(base) = &req.base {
+                time_steps::check_steps(&locations[i].base, base.batch_seq()?.1).map_err(at)?;
+            }
+            if let Some(Some(src)) = sources.get(r.group) {
+                time_steps::check_steps(&locations[i].source, src.batch_seq()?.1).map_err(at)?;
+            }
+        }
+        Ok(())
     }
 
     fn resolve_subspaces(&self, subs: &[Option<Vec<Vec<usize>>>]) -> Result<Vec<Dims>> {
@@ -421,6 +445,9 @@ impl IntervenableModel {
             differentiable: false,
         };
         self.model.forward(src, plan, &opts)?;
+        for (rep, reads) in std::mem::take(&mut plan.step_got) {
+            plan.got.insert(rep, reads.finish()?);
+        }
         for g in &plan.getters {
             if !plan.got.contains_key(&g.rep) {
                 return Err(invalid!(
@@ -545,6 +572,57 @@ impl IntervenableModel {
     }
 }
 
+impl IntervenableModel {
+    /// A unit-"t" setter at one time step of a (batch, d) site: the selected examples take
+    /// the intervention (their slot's source row), the others keep their row. Collect reads
+    /// the selected rows. (pyvene 0.1.8 instead writes zeros at unselected steps, runs
+    /// constant-source interventions at every step, and fails on batches of more than one.)
+    fn apply_step_setter(
+        &self,
+        s: &Setter,
+        x: Tensor,
+        step: Option<usize>,
+        reads: &mut HashMap<usize, StepReads>,
+        collected: &mut Vec<(usize, Tensor)>,
+        hot: &mut HashMap<usize, Tensor>,
+    ) -> Result<Tensor> {
+        let r = &self.reps[s.rep];
+        let t = step.ok_or_else(|| {
+            invalid!(
+                "{}: unit t needs a recurrent model that reports its time steps",
+                r.key
+            )
+        })?;
+        let Some(slots) = time_steps::slots(&s.units, x.dim(0)?, t)? else {
+            return Ok(x);
+        };
+        let iv = self.intervention(s.rep);
+        if iv.is_collect() {
+            let out = iv
+                .apply(&x, None, &s.dims)
+                .map_err(|e| invalid!("{} ({}): {e}", r.key, iv.type_name()))?;
+            reads.entry(s.rep).or_default().read(&out, &slots)?;
+            return Ok(x);
+        }
+        let source = match &s.source {
+            None => None,
+            Some(src) => Some(
+                time_steps::step_source(src, &slots, &x).map_err(|e| invalid!("{}: {e}", r.key))?,
+            ),
+        };
+        let one_step = Setter {
+            rep: s.rep,
+            site: s.site,
+            units: Units::Whole,
+            source,
+            dims: s.dims.clone(),
+            gated: false,
+        };
+        let out = self.apply_setter(&one_step, x.clone(), collected, hot)?;
+        time_steps::merge_rows(&x, &out, &slots)
+    }
+}
+
 /// pyvene's broadcast: a source of another shape is read as one feature vector for every unit.
 fn broadcast_source(src: &Tensor, base: &Tensor) -> Result<Tensor> {
     if src.dims() == base.dims() {
@@ -609,6 +687,18 @@ fn compile(
             "unit '{}' selects heads, but {component} has no head axis; use a head_* component",
             r.unit
         ));
+    }
+    if (unit == Unit::Time) != component.is_gru() {
+        return Err(if component.is_gru() {
+            invalid!(
+                "{component} is a GRU site, which fires once per time step: use unit 't', not '{}'",
+                r.unit
+            )
+        } else {
+            invalid!(
+                "unit 't' selects time steps of a recurrent (GRU) site, but {component} is not one; use 'pos'"
+            )
+        });
     }
     let constant_source = match &r.source_representation {
         None => None,
@@ -710,6 +800,10 @@ struct Plan<'a> {
     /// Generation: the current call (0 = prompt) and which calls gated setters act on.
     call: usize,
     on_prompt: bool,
+    /// Recurrent models: the current time step, and unit-"t" reads by getters and collects.
+    step: Option<usize>,
+    step_got: HashMap<usize, StepReads>,
+    step_collected: HashMap<usize, StepReads>,
 }
 
 impl<'a> Plan<'a> {
@@ -723,6 +817,9 @@ impl<'a> Plan<'a> {
             hot: HashMap::new(),
             call: 0,
             on_prompt: false,
+            step: None,
+            step_got: HashMap::new(),
+            step_collected: HashMap::new(),
         }
     }
 
@@ -731,10 +828,13 @@ impl<'a> Plan<'a> {
     }
 
     /// Collected tensors in representation order, then call order.
-    fn take_collected(&mut self) -> Vec<Tensor> {
+    fn take_collected(&mut self) -> Result<Vec<Tensor>> {
         let mut c = std::mem::take(&mut self.collected);
+        for (rep, reads) in std::mem::take(&mut self.step_collected) {
+            c.push((rep, reads.finish()?));
+        }
         c.sort_by_key(|(r, _)| *r);
-        c.into_iter().map(|(_, t)| t).collect()
+        Ok(c.into_iter().map(|(_, t)| t).collect())
     }
 }
 
@@ -755,14 +855,39 @@ impl Hooks for Plan<'_> {
             .iter()
             .filter(|s| s.site == site && gate_open(s, call, on_prompt))
         {
-            x = self
-                .owner
-                .apply_setter(s, x, &mut self.collected, &mut self.hot)?;
+            x = if self.owner.reps[s.rep].unit == Unit::Time {
+                self.owner.apply_step_setter(
+                    s,
+                    x,
+                    self.step,
+                    &mut self.step_collected,
+                    &mut self.collected,
+                    &mut self.hot,
+                )?
+            } else {
+                self.owner
+                    .apply_setter(s, x, &mut self.collected, &mut self.hot)?
+            };
             changed = true;
         }
         for g in self.getters.iter().filter(|g| g.site == site) {
-            self.got.insert(g.rep, gather(&x, &g.units)?);
+            if self.owner.reps[g.rep].unit == Unit::Time {
+                let t = self.step.ok_or_else(|| {
+                    invalid!("unit t needs a recurrent model that reports its time steps")
+                })?;
+                if let Some(slots) = time_steps::slots(&g.units, x.dim(0)?, t)? {
+                    self.step_got.entry(g.rep).or_default().read(&x, &slots)?;
+                }
+            } else {
+                self.got.insert(g.rep, gather(&x, &g.units)?);
+            }
         }
         Ok(changed.then_some(x))
+    }
+
+    fn time_step(&mut self, t: usize) {
+        self.step = Some(t);
+        // Linked interventions hand outputs on within one step, never across steps.
+        self.hot.clear();
     }
 }

@@ -21,6 +21,7 @@ pub mod request;
 pub mod site;
 pub mod steering;
 pub mod subspace;
+pub mod time_steps;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -17,7 +17,8 @@ pub enum Unit {
     Head,
     /// Positions within heads.
     HeadPos,
-    /// The whole tensor (recurrent time steps in pyvene).
+    /// Recurrent time steps (pyvene's GRU): the site fires once per step, and locations list
+    /// the steps per example (see `time_steps`).
     Time,
 }
 
@@ -289,8 +290,7 @@ fn entry(v: &Value, unit: Unit, batch: usize) -> std::result::Result<Units, Stri
         return Ok(Units::Whole);
     }
     match unit {
-        Unit::Time => Ok(Units::Whole),
-        Unit::Pos | Unit::Head => Ok(Units::Index(index_rows(v, batch)?)),
+        Unit::Pos | Unit::Head | Unit::Time => Ok(Units::Index(index_rows(v, batch)?)),
         Unit::HeadPos => {
             let a = v.as_array().filter(|a| a.len() == 2).ok_or_else(|| {
                 format!("unit h.pos takes [heads_per_example, positions_per_example], got {v}")

@@ -4,8 +4,8 @@ use crate::error::Result;
 use crate::invalid;
 use serde::{Deserialize, Serialize};
 
-/// A named place inside a transformer block where activations can be read or replaced.
-/// The string forms are exactly pyvene's component names.
+/// A named place inside a transformer block (or a GRU cell) where activations can be read or
+/// replaced. The string forms are exactly pyvene's component names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
@@ -25,9 +25,28 @@ pub enum Component {
     HeadQueryOutput,
     HeadKeyOutput,
     HeadValueOutput,
+    // pyvene's GRU cell (`GRUCell`): input and output of the cell, the two projections and
+    // their reset/update/new thirds, and the three gate activations.
+    CellInput,
+    CellOutput,
+    X2hOutput,
+    H2hOutput,
+    ResetX2hOutput,
+    UpdateX2hOutput,
+    NewX2hOutput,
+    ResetH2hOutput,
+    UpdateH2hOutput,
+    NewH2hOutput,
+    ResetGateInput,
+    UpdateGateInput,
+    NewGateInput,
+    ResetGateOutput,
+    UpdateGateOutput,
+    NewGateOutput,
 }
 
 impl Component {
+    /// The 16 components of a transformer block.
     pub const ALL: [Component; 16] = [
         Component::BlockInput,
         Component::BlockOutput,
@@ -45,6 +64,26 @@ impl Component {
         Component::HeadQueryOutput,
         Component::HeadKeyOutput,
         Component::HeadValueOutput,
+    ];
+
+    /// The 16 components of pyvene's GRU cell.
+    pub const GRU: [Component; 16] = [
+        Component::CellInput,
+        Component::CellOutput,
+        Component::X2hOutput,
+        Component::H2hOutput,
+        Component::ResetX2hOutput,
+        Component::UpdateX2hOutput,
+        Component::NewX2hOutput,
+        Component::ResetH2hOutput,
+        Component::UpdateH2hOutput,
+        Component::NewH2hOutput,
+        Component::ResetGateInput,
+        Component::UpdateGateInput,
+        Component::NewGateInput,
+        Component::ResetGateOutput,
+        Component::UpdateGateOutput,
+        Component::NewGateOutput,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +104,22 @@ impl Component {
             Component::HeadQueryOutput => "head_query_output",
             Component::HeadKeyOutput => "head_key_output",
             Component::HeadValueOutput => "head_value_output",
+            Component::CellInput => "cell_input",
+            Component::CellOutput => "cell_output",
+            Component::X2hOutput => "x2h_output",
+            Component::H2hOutput => "h2h_output",
+            Component::ResetX2hOutput => "reset_x2h_output",
+            Component::UpdateX2hOutput => "update_x2h_output",
+            Component::NewX2hOutput => "new_x2h_output",
+            Component::ResetH2hOutput => "reset_h2h_output",
+            Component::UpdateH2hOutput => "update_h2h_output",
+            Component::NewH2hOutput => "new_h2h_output",
+            Component::ResetGateInput => "reset_gate_input",
+            Component::UpdateGateInput => "update_gate_input",
+            Component::NewGateInput => "new_gate_input",
+            Component::ResetGateOutput => "reset_gate_output",
+            Component::UpdateGateOutput => "update_gate_output",
+            Component::NewGateOutput => "new_gate_output",
         }
     }
 
@@ -72,15 +127,24 @@ impl Component {
     pub fn parse(name: &str) -> Result<Component> {
         Component::ALL
             .iter()
+            .chain(Component::GRU.iter())
             .copied()
             .find(|c| c.name() == name)
             .ok_or_else(|| {
-                let names: Vec<&str> = Component::ALL.iter().map(|c| c.name()).collect();
+                let names = |cs: &[Component]| -> String {
+                    cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                };
                 invalid!(
-                    "unknown component '{name}'; valid components are: {}",
-                    names.join(", ")
+                    "unknown component '{name}'; valid components are: {} (GRU models: {})",
+                    names(&Component::ALL),
+                    names(&Component::GRU)
                 )
             })
+    }
+
+    /// A component of pyvene's GRU cell (these take unit "t").
+    pub fn is_gru(self) -> bool {
+        Component::GRU.contains(&self)
     }
 
     /// Head components carry one slice per attention head: (batch, heads, seq, head_dim).

@@ -12,6 +12,9 @@ pub trait Hooks {
     fn wants(&self, site: Site) -> bool;
     /// Sees the tensor at `site`; returns a replacement of the same shape, or `None` to keep it.
     fn visit(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>>;
+    /// Recurrent models (pyvene's GRU) call this before each time step `t`, so the calls of
+    /// one site can be told apart (unit "t"); other models never call it.
+    fn time_step(&mut self, _t: usize) {}
 }
 
 /// A forward without interventions.

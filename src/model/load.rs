@@ -2,6 +2,7 @@
 
 use super::gpt2::{Gpt2, Gpt2Config};
 use super::gpt_neox::{GptNeox, NeoxConfig};
+use super::gru::{Gru, GruConfig};
 use super::llama::{Llama, LlamaConfig};
 use super::mlp::{MlpClassifier, MlpConfig};
 use super::{tokenizer, Architecture, Model};
@@ -10,7 +11,9 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use std::path::{Path, PathBuf};
 
-pub const SUPPORTED_TYPES: &[&str] = &["gpt2", "gpt_neox", "llama", "mistral", "qwen2", "mlp"];
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "mlp", "gru",
+];
 
 pub fn load(path: &Path) -> Result<Model> {
     if !path.exists() {
@@ -65,6 +68,11 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
         "mlp" => {
             let c: MlpConfig = serde_json::from_value(cfg.clone()).map_err(|_| parse("mlp"))?;
             Box::new(MlpClassifier::load(c, vb).map_err(|e| weights_err(dir, e))?)
+        }
+        "gru" => {
+            let c: GruConfig = serde_json::from_value(cfg.clone())
+                .map_err(|e| Error::file(&cfg_path, format!("gru config: {e}")))?;
+            Box::new(Gru::load(c, vb).map_err(|e| weights_err(dir, e))?)
         }
         other => {
             return Err(Error::file(

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod gguf;
 pub mod gpt2;
 pub mod gpt_neox;
+pub mod gru;
 pub mod hooks;
 pub mod input;
 pub mod llama;
@@ -44,7 +45,7 @@ pub trait Architecture: Send + Sync {
 /// Facts about a loaded model that callers plan with.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
-    /// `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+    /// `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2`, `mlp` or `gru`.
     pub model_type: String,
     pub n_layers: usize,
     pub hidden_size: usize,
