@@ -95,6 +95,7 @@ fn sites_report_the_16_components_with_their_dims() {
                 HeadAttentionValueOutput | HeadQueryOutput => (e.head_dim, Some(e.heads)),
                 HeadKeyOutput | HeadValueOutput => (e.head_dim, Some(e.kv_heads)),
                 AttentionWeight => (e.max_positions, Some(e.heads)),
+                gru => panic!("{name}: {gru} is not a transformer site"),
             };
             assert_eq!(s.dim, dim, "{name} {}: dim", s.component);
             assert_eq!(s.heads, heads, "{name} {}: heads", s.component);
