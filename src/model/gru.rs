@@ -14,6 +14,7 @@
 //! `x2h_output`/`h2h_output`, (batch, 3 * h_dim). Replacing `cell_input` of layer L > 0 also
 //! replaces layer L-1's state, because pyvene's hook writes into that very tensor.
 
+use super::head::HeadKind;
 use super::hooks::{apply, Hooks};
 use super::ops::{linear, FLinear};
 use super::{
@@ -28,7 +29,8 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 /// pyvene's `GRUConfig`, with its field names and defaults. Dropout (`pdrop`) is never
-/// applied by pyvene's GRU, so it is not read.
+/// applied by pyvene's GRU, so it is not read; the class comes from `architectures` (the
+/// registry's `HeadSpec`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct GruConfig {
     #[serde(default)]
@@ -45,9 +47,6 @@ pub struct GruConfig {
     pub n_labels: usize,
     #[serde(default = "yes")]
     pub include_bias: bool,
-    /// The class `save_pretrained` recorded; it decides the head.
-    #[serde(default)]
-    pub architectures: Option<Vec<String>>,
 }
 
 fn default_vocab() -> usize {
@@ -81,55 +80,22 @@ pub enum GruHead {
 }
 
 impl GruHead {
-    const CLASSES: [(&'static str, GruHead); 3] = [
-        ("GRUModel", GruHead::None),
-        ("GRULMHeadModel", GruHead::Lm),
-        ("GRUForClassification", GruHead::Classifier),
-    ];
-
-    /// The head named by config.json's `architectures`; anything else is refused.
-    pub fn from_architectures(archs: Option<&[String]>) -> Result<GruHead> {
-        let known = || {
-            Self::CLASSES
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let name = match archs {
-            Some([one]) => one,
-            Some(other) => {
-                return Err(config_err!(
-                    "gru config: 'architectures' must name one class ({}), got {other:?}",
-                    known()
-                ))
-            }
-            None => {
-                return Err(config_err!(
-                    "gru config: 'architectures' is missing; pyvene's save_pretrained writes it \
-                     ({})",
-                    known()
-                ))
-            }
-        };
-        Self::CLASSES
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, h)| *h)
-            .ok_or_else(|| {
-                config_err!(
-                    "gru config: vene does not implement the class '{name}'; GRU classes are: {}",
-                    known()
-                )
-            })
+    /// The class for the head config.json's `architectures` asks for (see `head::HeadSpec`).
+    pub fn from_kind(kind: HeadKind) -> GruHead {
+        match kind {
+            HeadKind::None => GruHead::None,
+            HeadKind::CausalLm => GruHead::Lm,
+            HeadKind::Classification => GruHead::Classifier,
+        }
     }
 
-    fn class_name(self) -> &'static str {
-        Self::CLASSES
-            .iter()
-            .find(|(_, h)| *h == self)
-            .map(|(n, _)| *n)
-            .expect("every head has a class")
+    /// pyvene's class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            GruHead::None => "GRUModel",
+            GruHead::Lm => "GRULMHeadModel",
+            GruHead::Classifier => "GRUForClassification",
+        }
     }
 }
 
@@ -152,9 +118,9 @@ pub struct Gru {
 }
 
 impl Gru {
-    /// Builds the model from weights named as in the class's state dict.
-    pub fn load(cfg: GruConfig, vb: VarBuilder) -> Result<Self> {
-        let head = GruHead::from_architectures(cfg.architectures.as_deref())?;
+    /// Builds the class for `head` from weights named as in its state dict.
+    pub fn load(cfg: GruConfig, head: HeadKind, vb: VarBuilder) -> Result<Self> {
+        let head = GruHead::from_kind(head);
         if cfg.n_layer == 0 || cfg.h_dim == 0 {
             return Err(config_err!(
                 "gru config: n_layer and h_dim must be positive (got {}, {})",
@@ -510,6 +476,12 @@ impl Architecture for Gru {
             head_dim: 0,
             intermediate_size: 3 * c.h_dim,
             n_params: self.n_params,
+            head: match self.head {
+                GruHead::None => HeadKind::None,
+                GruHead::Lm => HeadKind::CausalLm,
+                GruHead::Classifier => HeadKind::Classification,
+            },
+            num_labels: (self.head == GruHead::Classifier).then_some(c.n_labels),
         }
     }
 }
