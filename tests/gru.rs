@@ -471,3 +471,67 @@ fn wrong_inputs_and_checkpoints_are_clear_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn source_representations_take_the_shape_a_source_run_reads() {
+    let r = reference();
+    let base = ids_input(&r, "gru_lm");
+    let src = Input::from_ids(
+        Tensor::new(
+            &[[8u32, 19, 4, 13, 23, 6], [10, 21, 15, 0, 12, 18]],
+            &Device::Cpu,
+        )
+        .unwrap(),
+    );
+    let vanilla = json!([{"layer": 0, "component": "update_gate_output", "unit": "t",
+                          "intervention_type": "VanillaIntervention"}]);
+    let from_run = intervene(
+        "gru_lm",
+        vanilla.clone(),
+        json!({"sources->base": [[[[2, 4], [1, 5]]], [[[3, 5], [0, 4]]]]}),
+        base.clone(),
+        Some(src.clone()),
+    )
+    .unwrap();
+    // What the source run read: the source's steps, collected as (batch, 2, d).
+    let read = intervene(
+        "gru_lm",
+        json!([{"layer": 0, "component": "update_gate_output", "unit": "t",
+                "intervention_type": "CollectIntervention"}]),
+        json!({"base": [[[2, 4], [1, 5]]]}),
+        src,
+        None,
+    )
+    .unwrap()
+    .collected
+    .remove(0);
+    assert_eq!(read.dims(), &[2, 2, 8]);
+    let model = Arc::new(Model::load(hf("gru_lm")).unwrap());
+    let cfg = IntervenableConfig::from_json(&json!({ "representations": vanilla })).unwrap();
+    let iv = IntervenableModel::new(model, cfg).unwrap();
+    let locations = parse_unit_locations(
+        &json!({"base": [[[3, 5], [0, 4]]]}),
+        iv.config().mode,
+        &[Unit::Time],
+        &[0],
+        2,
+    )
+    .unwrap();
+    let given = iv
+        .forward(&Request {
+            base: Some(base),
+            locations: Some(locations),
+            source_representations: Some(vec![Some(read)]),
+            ..Default::default()
+        })
+        .unwrap();
+    let (a, b) = (
+        from_run.intervened.logits.unwrap(),
+        given.intervened.logits.unwrap(),
+    );
+    assert_close("source_representations vs a source run", &b, &a);
+    assert!(
+        max_diff(&a, &r["gru_lm.logits"]) > 1e-2,
+        "the interchange must change the logits"
+    );
+}

@@ -68,34 +68,14 @@ fn yes() -> bool {
     true
 }
 
-/// What sits on top of the recurrent stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GruHead {
-    /// `GRUModel`: no head; weights at the top level (`cells.0.x2h.weight`, ...).
-    None,
-    /// `GRULMHeadModel`: `lm_head` (vocab, h_dim) on every step; weights under `gru.`.
-    Lm,
-    /// `GRUForClassification`: `score` (n_labels, h_dim) on one step per example.
-    Classifier,
-}
-
-impl GruHead {
-    /// The class for the head config.json's `architectures` asks for (see `head::HeadSpec`).
-    pub fn from_kind(kind: HeadKind) -> GruHead {
-        match kind {
-            HeadKind::None => GruHead::None,
-            HeadKind::CausalLm => GruHead::Lm,
-            HeadKind::Classification => GruHead::Classifier,
-        }
-    }
-
-    /// pyvene's class name.
-    pub fn class_name(self) -> &'static str {
-        match self {
-            GruHead::None => "GRUModel",
-            GruHead::Lm => "GRULMHeadModel",
-            GruHead::Classifier => "GRUForClassification",
-        }
+/// pyvene's class for a head: `GRUModel` (no head; weights at the top level, `cells.0...`),
+/// `GRULMHeadModel` (`lm_head` on every step) or `GRUForClassification` (`score` on one step
+/// per example); the latter two keep the recurrent stack under `gru.`.
+fn class_name(head: HeadKind) -> &'static str {
+    match head {
+        HeadKind::None => "GRUModel",
+        HeadKind::CausalLm => "GRULMHeadModel",
+        HeadKind::Classification => "GRUForClassification",
     }
 }
 
@@ -107,7 +87,7 @@ struct Cell {
 /// One of pyvene's three GRU classes, with its weights.
 pub struct Gru {
     cfg: GruConfig,
-    head: GruHead,
+    head: HeadKind,
     /// (vocab, h_dim) and (max_positions, h_dim) when `include_emb`.
     wte: Option<Tensor>,
     wpe: Option<Tensor>,
@@ -120,7 +100,6 @@ pub struct Gru {
 impl Gru {
     /// Builds the class for `head` from weights named as in its state dict.
     pub fn load(cfg: GruConfig, head: HeadKind, vb: VarBuilder) -> Result<Self> {
-        let head = GruHead::from_kind(head);
         if cfg.n_layer == 0 || cfg.h_dim == 0 {
             return Err(config_err!(
                 "gru config: n_layer and h_dim must be positive (got {}, {})",
@@ -128,14 +107,14 @@ impl Gru {
                 cfg.h_dim
             ));
         }
-        if (cfg.include_emb || head == GruHead::Lm) && cfg.vocab_size == 0 {
+        if (cfg.include_emb || head == HeadKind::CausalLm) && cfg.vocab_size == 0 {
             return Err(config_err!("gru config: vocab_size must be positive"));
         }
-        if head == GruHead::Classifier && cfg.n_labels == 0 {
+        if head == HeadKind::Classification && cfg.n_labels == 0 {
             return Err(config_err!("gru config: n_labels must be positive"));
         }
         let d = cfg.h_dim;
-        let g = if head == GruHead::None {
+        let g = if head == HeadKind::None {
             vb.clone()
         } else {
             vb.pp("gru")
@@ -158,9 +137,9 @@ impl Gru {
             })
             .collect::<Result<Vec<_>>>()?;
         let head_weight = match head {
-            GruHead::None => None,
-            GruHead::Lm => Some(vb.get((cfg.vocab_size, d), "lm_head.weight")?),
-            GruHead::Classifier => Some(vb.get((cfg.n_labels, d), "score.weight")?),
+            HeadKind::None => None,
+            HeadKind::CausalLm => Some(vb.get((cfg.vocab_size, d), "lm_head.weight")?),
+            HeadKind::Classification => Some(vb.get((cfg.n_labels, d), "score.weight")?),
         };
         let mut all: Vec<&Tensor> = wte.iter().chain(wpe.iter()).collect();
         for c in &cells {
@@ -182,7 +161,7 @@ impl Gru {
         })
     }
 
-    pub fn head(&self) -> GruHead {
+    pub fn head(&self) -> HeadKind {
         self.head
     }
 
@@ -190,7 +169,7 @@ impl Gru {
     /// `wpe(position_ids)` only when position ids are given (pyvene adds none otherwise).
     fn embed(&self, input: &Input) -> Result<Tensor> {
         let d = self.cfg.h_dim;
-        let class = self.head.class_name();
+        let class = class_name(self.head);
         let mut x = match (&input.embeds, &input.ids) {
             (Some(e), _) => {
                 let e = e.to_dtype(DType::F32)?;
@@ -318,9 +297,9 @@ impl Gru {
             return Ok(None);
         };
         match self.head {
-            GruHead::None => Ok(None),
-            GruHead::Lm => lm_head(hidden, w, which, input),
-            GruHead::Classifier => {
+            HeadKind::None => Ok(None),
+            HeadKind::CausalLm => lm_head(hidden, w, which, input),
+            HeadKind::Classification => {
                 if *which == LogitPositions::None {
                     return Ok(None);
                 }
@@ -391,7 +370,7 @@ impl Architecture for Gru {
             return Err(invalid!(
                 "{} (gru) keeps no key/value cache, so vene does not generate with it; run \
                  forwards on the full sequence instead",
-                self.head.class_name()
+                class_name(self.head)
             ));
         }
         let emb = self.embed(input)?;
@@ -476,12 +455,8 @@ impl Architecture for Gru {
             head_dim: 0,
             intermediate_size: 3 * c.h_dim,
             n_params: self.n_params,
-            head: match self.head {
-                GruHead::None => HeadKind::None,
-                GruHead::Lm => HeadKind::CausalLm,
-                GruHead::Classifier => HeadKind::Classification,
-            },
-            num_labels: (self.head == GruHead::Classifier).then_some(c.n_labels),
+            head: self.head,
+            num_labels: (self.head == HeadKind::Classification).then_some(c.n_labels),
         }
     }
 }

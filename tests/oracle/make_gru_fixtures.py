@@ -37,6 +37,7 @@ pyvene 0.1.8 and unit "t" (docs: /work/shared/reference/pyvene-semantics.md, sec
 import copy
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -443,6 +444,9 @@ def clean_output(models, c, embeds):
 
 
 def main():
+    for old in os.listdir(PYVENE):  # cases this script wrote before (names may have changed)
+        if old.startswith("gru_"):
+            shutil.rmtree(os.path.join(PYVENE, old))
     fix_lm_mapping()
     models = make_models()
     embeds = make_reference(models)
