@@ -35,7 +35,6 @@ pyvene 0.1.8 and unit "t" (docs: /work/shared/reference/pyvene-semantics.md, sec
 """
 
 import copy
-import json
 import os
 import shutil
 import sys
