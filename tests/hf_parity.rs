@@ -206,7 +206,7 @@ fn phi3_fused_projections_and_window_match_hf() {
 
 #[test]
 fn llama_rope_scaling_matches_hf() {
-    for kind in ["llama3", "linear", "dynamic", "yarn"] {
+    for kind in ["llama3", "linear", "dynamic", "yarn", "yarn_original"] {
         check_parity(&format!("llama_rope_{kind}"));
     }
 }

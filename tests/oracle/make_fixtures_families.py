@@ -14,7 +14,8 @@ Models:
   olmo           LayerNorm without parameters, clip_qkv 0.6 (clamps many q/k/v values)
   olmo2          RMSNorm after attention and MLP, q/k RMSNorm over the whole projection
   phi3           fused qkv_proj / gate_up_proj, sliding_window 3 (shorter than the batch)
-  llama_rope_llama3, llama_rope_linear, llama_rope_dynamic, llama_rope_yarn
+  llama_rope_llama3, llama_rope_linear, llama_rope_dynamic, llama_rope_yarn,
+  llama_rope_yarn_original
                  Llama with rope_scaling; dynamic has max_position_embeddings 4, so the 6-token
                  batch grows the base
   gpt2_cls, llama_cls, qwen2_cls
@@ -132,6 +133,8 @@ def main():
         "linear": dict(rope_type="linear", factor=2.0),
         "dynamic": dict(rope_type="dynamic", factor=2.0),
         "yarn": dict(rope_type="yarn", factor=4.0),
+        # transformers >= 4.50: with the pretrained context given, factor = 32 / 8.
+        "yarn_original": dict(rope_type="yarn", factor=2.0, original_max_position_embeddings=8),
     }
     for i, (kind, scaling) in enumerate(scalings.items()):
         kw = dict(llama_cfg, rope_scaling=scaling)
