@@ -205,6 +205,11 @@ fn phi3_fused_projections_and_window_match_hf() {
 }
 
 #[test]
+fn phi3_longrope_partial_rotary_matches_hf() {
+    check_parity("phi3_longrope");
+}
+
+#[test]
 fn llama_rope_scaling_matches_hf() {
     for kind in ["llama3", "linear", "dynamic", "yarn", "yarn_original"] {
         check_parity(&format!("llama_rope_{kind}"));

@@ -213,7 +213,7 @@ fn inconsistent_head_counts_are_errors_not_panics() {
 #[test]
 fn unsupported_options_are_errors() {
     use serde_json::json;
-    let scaling = json!({"rope_type": "longrope", "factor": 2.0});
+    let scaling = json!({"rope_type": "mrope", "factor": 2.0});
     // (fixture, scratch tag, field, value, what the message must name)
     let cases = [
         (
@@ -221,9 +221,9 @@ fn unsupported_options_are_errors() {
             "llama-rope",
             "rope_scaling",
             scaling.clone(),
-            "longrope",
+            "mrope",
         ),
-        ("gpt_neox", "neox-rope", "rope_scaling", scaling, "longrope"),
+        ("gpt_neox", "neox-rope", "rope_scaling", scaling, "mrope"),
         ("llama", "llama-act", "hidden_act", json!("tanh"), "tanh"),
         ("gpt_neox", "neox-act", "hidden_act", json!("tanh"), "tanh"),
         (
