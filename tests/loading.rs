@@ -464,3 +464,20 @@ fn architectures_pick_the_head_and_unknown_heads_are_refused() {
     );
     assert_mentions(&load_err(s.path()), &["score.weight"]);
 }
+
+#[test]
+fn load_options_default_to_f32_on_cpu_and_other_dtypes_are_refused() {
+    let opts = vene::LoadOptions::default();
+    assert_eq!(opts.dtype, candle_core::DType::F32);
+    assert!(opts.device.is_cpu());
+    let m = Model::load_with(fixture("qwen3"), &opts).unwrap();
+    assert!(m.device().is_cpu());
+    let f16 = vene::LoadOptions {
+        dtype: candle_core::DType::F16,
+        ..Default::default()
+    };
+    match Model::load_with(fixture("qwen3"), &f16) {
+        Ok(_) => panic!("f16 weights are not supported yet"),
+        Err(e) => assert_mentions(&e.to_string(), &["f32", "F16"]),
+    }
+}
