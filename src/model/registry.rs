@@ -96,7 +96,7 @@ pub static FAMILIES: &[Family] = &[
     Family {
         model_type: "phi3",
         gguf: &[],
-        description: "Phi-3: fused qkv_proj and gate_up_proj (split for the sites)",
+        description: "Phi-3 / 3.5: fused qkv_proj and gate_up_proj (split for the sites), LongRoPE",
         heads: LM,
         build: |c, h, vb| boxed(phi3::build(&parse(c, "phi3")?, h, vb)),
     },
