@@ -254,8 +254,7 @@ fn request_errors_say_which_entry() {
     req["intervention_state"] = json!([{"embed_dim": "state.0.interchange_dim"}]);
     let msg = request::open(&req, &dir)
         .and_then(|mut iv| request::run(&mut iv, &req, &dir))
-        .err()
-        .expect("a wrong embed_dim must fail")
+        .expect_err("a wrong embed_dim must fail")
         .to_string();
     assert_contains(
         &msg,
