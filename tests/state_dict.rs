@@ -8,8 +8,10 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use vene::config::RepresentationConfig;
 use vene::intervenable::IntervenableModel;
-use vene::intervention::BUILTIN_TYPES;
+use vene::intervention::builtins_table::state_names;
+use vene::intervention::{build, Spec, BUILTIN_TYPES};
 use vene::request;
 
 fn root() -> PathBuf {
@@ -265,4 +267,34 @@ fn request_errors_say_which_entry() {
             "embed_dim is 32",
         ],
     );
+}
+
+/// The table's class name, alias and state names agree with what each type builds and writes.
+#[test]
+fn the_builtin_table_matches_the_types() {
+    for t in BUILTIN_TYPES {
+        for name in [t.class, t.alias] {
+            let rep = RepresentationConfig {
+                intervention_type: Some(name.into()),
+                low_rank_dimension: Some(4),
+                latent_dim: Some(8),
+                ..Default::default()
+            };
+            let iv = build(&Spec {
+                rep: &rep,
+                embed_dim: 16,
+                device: &Device::Cpu,
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(iv.type_name(), t.class, "{name}");
+            let valid = state_names(t.class).unwrap();
+            for (k, _) in iv.state() {
+                assert!(
+                    valid.contains(&k.as_str()),
+                    "{}: '{k}' is not in the table",
+                    t.class
+                );
+            }
+        }
+    }
 }
