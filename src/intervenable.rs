@@ -145,6 +145,46 @@ impl IntervenableModel {
         self.interventions[i].as_mut()
     }
 
+    /// Loads a pyvene `state_dict()` into representation `rep`'s intervention (shared with the
+    /// representations linked to it); its `source_representation` becomes their constant source.
+    pub fn load_state(&mut self, rep: usize, state: &HashMap<String, Tensor>) -> Result<()> {
+        let r = self.reps.get(rep).ok_or_else(|| {
+            invalid!(
+                "representation {rep} is out of range: the config has {}",
+                self.reps.len()
+            )
+        })?;
+        let units = self.config.representations[rep].max_number_of_units.max(1);
+        let mut widths = vec![r.embed_dim / units, r.embed_dim];
+        widths.dedup();
+        let (rest, constant) = intervention::state_dict::split_constant(
+            self.intervention(rep).type_name(),
+            state,
+            &widths,
+        )?;
+        self.intervention_mut(rep).load_state(&rest)?;
+        if let Some(c) = constant {
+            let shared = self.reps[rep].intervention;
+            for r in self.reps.iter_mut().filter(|r| r.intervention == shared) {
+                r.constant_source = Some(c.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// pyvene's `state_dict()` of representation `rep`'s intervention: its own state, and
+    /// `source_representation` when the representation has a constant source.
+    pub fn state(&self, rep: usize) -> Vec<(String, Tensor)> {
+        let mut s = self.intervention(rep).state();
+        if let Some(c) = &self.reps[rep].constant_source {
+            s.push((
+                intervention::state_dict::SOURCE_REPRESENTATION.to_string(),
+                c.clone(),
+            ));
+        }
+        s
+    }
+
     /// Runs sources and base with the interventions in place.
     pub fn forward(&self, req: &Request) -> Result<Outcome> {
         self.forward_with(req, false)

@@ -394,35 +394,14 @@ fn load_pyvene(dir: &Path, model: Arc<Model>) -> Result<IntervenableModel> {
     let mut iv = IntervenableModel::with_tensors(model, config, &consts).map_err(ctx)?;
     let mut loaded = Vec::new();
     for (i, state) in states.into_iter().enumerate() {
-        let Some(mut state) = state else { continue };
+        let Some(state) = state else { continue };
         let at = |e: Error| invalid!("pyvene knob {}: {}: {e}", dir.display(), keys[i]);
         let obj = iv.representations()[i].intervention;
         if loaded.contains(&obj) {
             continue; // linked: pyvene writes the same state once per key
         }
         loaded.push(obj);
-        let embed = iv.representations()[i].embed_dim;
-        if iv.intervention(i).state().is_empty() {
-            // Types without state of their own (vanilla, addition, ...): only pyvene's
-            // embed_dim / interchange_dim buffers remain; check they fit.
-            if let Some(t) = state.remove("embed_dim") {
-                let e = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-                if e.len() != 1 || e[0] as usize != embed {
-                    return Err(at(invalid!(
-                        "the knob was made for embed_dim {e:?}, but this model gives {embed}"
-                    )));
-                }
-            }
-            state.remove("interchange_dim");
-            if let Some(k) = state.keys().next() {
-                return Err(at(invalid!(
-                    "{} has no state, but the pickle holds '{k}'",
-                    iv.intervention(i).type_name()
-                )));
-            }
-            continue;
-        }
-        iv.intervention_mut(i).load_state(&state).map_err(at)?;
+        iv.load_state(i, &state).map_err(at)?;
     }
     Ok(iv)
 }

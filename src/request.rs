@@ -287,8 +287,7 @@ fn load_states(
                 tensor(tensors, name, &format!("intervention_state[{i}].{k}"))?.clone(),
             );
         }
-        iv.intervention_mut(i)
-            .load_state(&state)
+        iv.load_state(i, &state)
             .map_err(|e| invalid!("intervention_state[{i}]: {e}"))?;
     }
     Ok(())

@@ -94,7 +94,9 @@ fn builtin_knob_round_trips_through_one_file() {
     assert!(
         checks
             .iter()
-            .any(|c| c.contains("weights: ") && c.contains("all 5 that")),
+            // low rank: embed_dim, interchange_dim, original, base; addition: embed_dim,
+            // interchange_dim and its constant source.
+            .any(|c| c.contains("weights: ") && c.contains("all 7 that")),
         "{checks:?}"
     );
     assert!(

@@ -1,5 +1,6 @@
 //! The pyvene oracle suite: every case under tests/fixtures/pyvene/<case>/ was computed by real
-//! pyvene 0.1.8 (tests/oracle/make_pyvene_fixtures.py). Each case is replayed through the `vene`
+//! pyvene 0.1.8 (tests/oracle/make_pyvene_fixtures.py; the sd_* cases, whole state dicts, by
+//! tests/oracle/make_pyvene_fixtures_state.py). Each case is replayed through the `vene`
 //! binary, `vene run --request <case>/request.json --out <tmp>/out.safetensors`, and every tensor
 //! of the case's expected.safetensors is compared with vene's output:
 //!   *.ids         (generated token ids)    exact

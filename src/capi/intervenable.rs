@@ -296,8 +296,9 @@ pub unsafe extern "C" fn vene_intervenable_representation(
 }
 
 /// The parameters and buffers of representation `index`'s intervention, under pyvene's
-/// state-dict names (e.g. "rotate_layer.weight"), as a new result (empty for interventions
-/// without state). Free it with `vene_result_free`.
+/// state-dict names (the keys pyvene's `state_dict()` writes: "embed_dim", "interchange_dim",
+/// "source_representation" for a constant source, "rotate_layer.parametrizations.weight.original",
+/// ...), as a new result. Free it with `vene_result_free`.
 #[no_mangle]
 pub unsafe extern "C" fn vene_intervenable_state(
     iv: *const vene_intervenable,
@@ -317,7 +318,7 @@ pub unsafe extern "C" fn vene_intervenable_state(
                 ),
             ));
         }
-        let state = guard.intervention(index).state();
+        let state = guard.state(index);
         drop(guard);
         *out = handle::publish(vene_result::from_tensors(state)?);
         Ok(())
@@ -325,8 +326,10 @@ pub unsafe extern "C" fn vene_intervenable_state(
 }
 
 /// Loads parameters into representation `index`'s intervention: `n` tensors named by
-/// pyvene's state-dict names. Every parameter the intervention has must be given, with its
-/// shape. Linked representations share one intervention object.
+/// pyvene's state-dict names, e.g. a whole pyvene `state_dict()`. Every parameter the
+/// intervention has must be given, with its shape; "embed_dim" must match the site,
+/// "interchange_dim" sets the swapped width, "source_representation" the constant source.
+/// Linked representations share one intervention object.
 #[no_mangle]
 pub unsafe extern "C" fn vene_intervenable_load_state(
     iv: *mut vene_intervenable,
@@ -357,7 +360,7 @@ pub unsafe extern "C" fn vene_intervenable_load_state(
                 .ok_or_else(|| Failure::arg(format!("values[{i}].data is NULL")))?;
             state.insert(name.to_string(), t);
         }
-        guard.intervention_mut(index).load_state(&state)?;
+        guard.load_state(index, &state)?;
         Ok(())
     })
 }

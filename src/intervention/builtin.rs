@@ -1,15 +1,17 @@
-//! The source-swapping built-ins: Vanilla, Addition, Subtraction, Zero, Collect, Skip, and the
-//! dispatch to the parametrised types in their own files.
+//! The source-swapping built-ins: Vanilla, Addition, Subtraction, Zero, Collect, Skip. Their
+//! only state is pyvene's `embed_dim` / `interchange_dim` buffers.
 
+use super::parametrised::{Buffers, StateIn};
 use super::{Intervention, Spec};
 use crate::error::Result;
 use crate::invalid;
 use crate::subspace::Dims;
 use candle_core::{Tensor, D};
+use std::collections::HashMap;
 
 /// How a swap-style intervention combines base and source on the selected features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub enum Op {
     Swap,
     Add,
     Subtract,
@@ -18,9 +20,43 @@ enum Op {
     Skip,
 }
 
+impl Op {
+    fn class_name(self) -> &'static str {
+        match self {
+            Op::Swap => "VanillaIntervention",
+            Op::Add => "AdditionIntervention",
+            Op::Subtract => "SubtractionIntervention",
+            Op::Zero => "ZeroIntervention",
+            Op::Skip => "SkipIntervention",
+        }
+    }
+}
+
 pub struct SwapIntervention {
     op: Op,
-    name: &'static str,
+    /// `interchange_dim` (the prefix swapped when no subspaces are given) comes from here.
+    buffers: Buffers,
+}
+
+impl SwapIntervention {
+    pub fn new(spec: &Spec, op: Op) -> Result<Self> {
+        Ok(SwapIntervention {
+            op,
+            buffers: Buffers::prefix(spec)?,
+        })
+    }
+}
+
+/// Reads the `embed_dim` / `interchange_dim` buffers, the whole state of these types.
+fn read_buffers(
+    type_name: &str,
+    buffers: &Buffers,
+    state: &HashMap<String, Tensor>,
+) -> Result<Buffers> {
+    let mut r = StateIn::new(type_name, state);
+    let b = buffers.read(&mut r)?;
+    r.finish()?;
+    Ok(b)
 }
 
 /// `base` with `op` applied on the features selected by `dims` (pyvene's `_do_intervention_by_swap`).
@@ -44,7 +80,7 @@ pub fn swap_features(
 
 impl Intervention for SwapIntervention {
     fn type_name(&self) -> &str {
-        self.name
+        self.op.class_name()
     }
     fn needs_source(&self) -> bool {
         self.op != Op::Zero
@@ -59,13 +95,30 @@ impl Intervention for SwapIntervention {
             Op::Subtract => "subtract",
             Op::Zero => "zero",
         };
-        swap_features(base, source, dims, op)
+        swap_features(base, source, &self.buffers.dims(dims)?, op)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.buffers.state()
+    }
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.buffers = read_buffers(self.op.class_name(), &self.buffers, state)?;
+        Ok(())
     }
 }
 
 /// Returns the selected features of the base; the model is left untouched. Not flattened
 /// across units (pyvene 0.1.8 flattens it and returns fragments for several positions).
-pub struct CollectIntervention;
+pub struct CollectIntervention {
+    buffers: Buffers,
+}
+
+impl CollectIntervention {
+    pub fn new(spec: &Spec) -> Result<Self> {
+        Ok(CollectIntervention {
+            buffers: Buffers::prefix(spec)?,
+        })
+    }
+}
 
 impl Intervention for CollectIntervention {
     fn type_name(&self) -> &str {
@@ -79,7 +132,7 @@ impl Intervention for CollectIntervention {
     }
     fn apply(&self, base: &Tensor, _source: Option<&Tensor>, dims: &Dims) -> Result<Tensor> {
         let d = base.dim(D::Minus1)?;
-        match dims.shared_indices(d) {
+        match self.buffers.dims(dims)?.shared_indices(d) {
             Some(idx) if idx.len() == d && idx.iter().enumerate().all(|(i, &j)| i == j) => Ok(base.clone()),
             Some(idx) => {
                 if let Some(bad) = idx.iter().find(|&&i| i >= d) {
@@ -95,18 +148,11 @@ impl Intervention for CollectIntervention {
             )),
         }
     }
-}
-
-pub fn build(canonical: &str, spec: &Spec) -> Result<Box<dyn Intervention>> {
-    let swap =
-        |op, name| -> Result<Box<dyn Intervention>> { Ok(Box::new(SwapIntervention { op, name })) };
-    match canonical {
-        "VanillaIntervention" => swap(Op::Swap, "VanillaIntervention"),
-        "AdditionIntervention" => swap(Op::Add, "AdditionIntervention"),
-        "SubtractionIntervention" => swap(Op::Subtract, "SubtractionIntervention"),
-        "ZeroIntervention" => swap(Op::Zero, "ZeroIntervention"),
-        "SkipIntervention" => swap(Op::Skip, "SkipIntervention"),
-        "CollectIntervention" => Ok(Box::new(CollectIntervention)),
-        other => super::parametrised::build(other, spec),
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.buffers.state()
+    }
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.buffers = read_buffers("CollectIntervention", &self.buffers, state)?;
+        Ok(())
     }
 }

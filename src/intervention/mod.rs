@@ -3,6 +3,7 @@
 
 pub mod autoencoder;
 pub mod builtin;
+pub mod builtins_table;
 pub mod noise;
 pub mod orthogonal;
 pub mod parametrised;
@@ -10,6 +11,9 @@ pub mod pca;
 pub mod registry;
 pub mod rotation;
 pub mod sigmoid_mask;
+pub mod state_dict;
+
+pub use builtins_table::{build, canonical_type, BuiltinType, BUILTIN_TYPES};
 
 use crate::config::RepresentationConfig;
 use crate::error::Result;
@@ -85,53 +89,4 @@ impl Spec<'_> {
             }),
         }
     }
-}
-
-/// The built-in type names (pyvene class names) and their short aliases.
-pub const BUILTIN_TYPES: &[(&str, &str)] = &[
-    ("VanillaIntervention", "vanilla"),
-    ("AdditionIntervention", "addition"),
-    ("SubtractionIntervention", "subtraction"),
-    ("ZeroIntervention", "zero"),
-    ("CollectIntervention", "collect"),
-    ("SkipIntervention", "skip"),
-    ("NoiseIntervention", "noise"),
-    ("SigmoidMaskIntervention", "sigmoid_mask"),
-    ("RotatedSpaceIntervention", "rotated_space"),
-    ("LowRankRotatedSpaceIntervention", "low_rank_rotated_space"),
-    (
-        "BoundlessRotatedSpaceIntervention",
-        "boundless_rotated_space",
-    ),
-    (
-        "SigmoidMaskRotatedSpaceIntervention",
-        "sigmoid_mask_rotated_space",
-    ),
-    ("PCARotatedSpaceIntervention", "pca_rotated_space"),
-    ("AutoencoderIntervention", "autoencoder"),
-    ("JumpReLUAutoencoderIntervention", "jump_relu_autoencoder"),
-];
-
-/// The canonical class name for a type name or alias.
-pub fn canonical_type(name: &str) -> Option<&'static str> {
-    BUILTIN_TYPES
-        .iter()
-        .find(|(c, a)| *c == name || *a == name)
-        .map(|(c, _)| *c)
-}
-
-/// Builds a built-in intervention for a representation.
-pub fn build(spec: &Spec) -> Result<Box<dyn Intervention>> {
-    let name = spec.rep.type_name();
-    if name.contains('/') {
-        return registry::build(name, spec);
-    }
-    let canonical = canonical_type(name).ok_or_else(|| {
-        let names: Vec<&str> = BUILTIN_TYPES.iter().map(|(c, _)| *c).collect();
-        invalid!(
-            "unknown intervention type '{name}'; built-in types are: {} (or \"<plugin>/<type>\" for plugins)",
-            names.join(", ")
-        )
-    })?;
-    builtin::build(canonical, spec)
 }

@@ -1,39 +1,14 @@
-//! Dispatch for the parametrised built-ins (noise, sigmoid masks, rotations, PCA, autoencoders)
-//! and what they share: `intervention_args` parsing, the `embed_dim` / `interchange_dim`
-//! buffers, reading a state by pyvene's names, shape checks and last-axis matmuls.
+//! What the built-in types share: `intervention_args` parsing, the `embed_dim` /
+//! `interchange_dim` buffers, reading a state by pyvene's names, shape checks and last-axis
+//! matmuls.
 
-use super::autoencoder::{AutoencoderIntervention, JumpReluAutoencoderIntervention};
-use super::noise::NoiseIntervention;
-use super::pca::PcaRotatedSpaceIntervention;
-use super::rotation::{Rotation, Variant};
-use super::sigmoid_mask::SigmoidMaskIntervention;
-use super::{Intervention, Spec};
+use super::Spec;
 use crate::error::Result;
 use crate::invalid;
 use crate::subspace::Dims;
 use candle_core::{DType, Device, Tensor, D};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-
-pub fn build(canonical: &str, spec: &Spec) -> Result<Box<dyn Intervention>> {
-    if spec.embed_dim == 0 {
-        return Err(invalid!("{canonical} needs embed_dim > 0"));
-    }
-    Ok(match canonical {
-        "NoiseIntervention" => Box::new(NoiseIntervention::new(spec)?),
-        "SigmoidMaskIntervention" => Box::new(SigmoidMaskIntervention::new(spec)?),
-        "RotatedSpaceIntervention" => Box::new(Rotation::new(spec, Variant::Rotated)?),
-        "LowRankRotatedSpaceIntervention" => Box::new(Rotation::new(spec, Variant::LowRank)?),
-        "BoundlessRotatedSpaceIntervention" => Box::new(Rotation::new(spec, Variant::Boundless)?),
-        "SigmoidMaskRotatedSpaceIntervention" => {
-            Box::new(Rotation::new(spec, Variant::SigmoidMask)?)
-        }
-        "PCARotatedSpaceIntervention" => Box::new(PcaRotatedSpaceIntervention::new(spec)?),
-        "AutoencoderIntervention" => Box::new(AutoencoderIntervention::new(spec)?),
-        "JumpReLUAutoencoderIntervention" => Box::new(JumpReluAutoencoderIntervention::new(spec)?),
-        other => return Err(invalid!("{other} is not a built-in intervention type")),
-    })
-}
 
 /// `intervention_args` of one representation: a JSON object whose keys are checked against
 /// what the type accepts.
@@ -201,10 +176,18 @@ impl Buffers {
         let mut b = self.clone();
         if let Some(t) = r.get("embed_dim") {
             let v = int_values(t, r.type_name, "embed_dim")?;
-            if t.rank() > 1 || v.len() != 1 || v[0] != self.embed_dim {
+            if t.rank() > 1 || v.len() != 1 {
                 return Err(invalid!(
-                    "{}: the state was made for embed_dim {v:?}, but this representation has embed_dim {} (component dim x max_number_of_units)",
+                    "{}: state 'embed_dim' must be one integer, got shape {:?}",
                     r.type_name,
+                    t.dims()
+                ));
+            }
+            if v[0] != self.embed_dim {
+                return Err(invalid!(
+                    "{}: state 'embed_dim' is {}, but this representation's embed_dim is {} (component width x max_number_of_units)",
+                    r.type_name,
+                    v[0],
                     self.embed_dim
                 ));
             }
@@ -213,7 +196,7 @@ impl Buffers {
             let v = int_values(t, r.type_name, "interchange_dim")?;
             let shape_err = || {
                 invalid!(
-                    "{}: interchange_dim in the state has shape {:?}; this type takes an integer",
+                    "{}: state 'interchange_dim' has shape {:?}; this type takes one integer",
                     r.type_name,
                     t.dims()
                 )

@@ -531,9 +531,46 @@ static void test_state(const vene_model *m) {
   const char *wrong[8];
   memcpy(wrong, names, sizeof wrong);
   wrong[0] = "no_such_parameter";
-  FAILS(vene_intervenable_load_state(iv, 0, wrong, values, n), VENE_ERR_INVALID_INPUT, "");
+  FAILS(vene_intervenable_load_state(iv, 0, wrong, values, n), VENE_ERR_INVALID_INPUT,
+        "its state names are: embed_dim, interchange_dim, source_representation");
+  /* pyvene's embed_dim buffer is in the state, and must match the site (32 wide). */
+  int has_embed_dim = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(names[i], "embed_dim") != 0) continue;
+    has_embed_dim = 1;
+    const float wrong_dim = 16.0f;
+    const float *kept = values[i].data;
+    values[i].data = &wrong_dim;
+    FAILS(vene_intervenable_load_state(iv, 0, names, values, n), VENE_ERR_INVALID_INPUT,
+          "LowRankRotatedSpaceIntervention: state 'embed_dim' is 16, but this representation's "
+          "embed_dim is 32");
+    values[i].data = kept;
+  }
+  CHECK(has_embed_dim);
   FAILS(vene_intervenable_state(iv, 3, &st), VENE_ERR_NOT_FOUND, "out of range");
   vene_result_free(st);
+  vene_intervenable_free(iv);
+
+  /* A constant source given as pyvene's source_representation comes back in the state. */
+  OK(vene_intervenable_create(m, "[{\"layer\": 0, \"component\": \"block_output\"}]", &iv));
+  float src[32];
+  for (int i = 0; i < 32; i++) src[i] = 0.25f * (float)i;
+  int64_t src_shape[1] = {32};
+  const char *src_names[1] = {"source_representation"};
+  vene_tensor src_values[1] = {{src, src_shape, 1}};
+  OK(vene_intervenable_load_state(iv, 0, src_names, src_values, 1));
+  OK(vene_intervenable_state(iv, 0, &st));
+  const float *back;
+  const int64_t *back_shape;
+  size_t back_ndim;
+  OK(vene_result_tensor(st, "source_representation", &back, &back_shape, &back_ndim));
+  CHECK(back_ndim == 1 && back_shape[0] == 32 && back[31] == src[31]);
+  OK(vene_result_tensor(st, "embed_dim", &back, &back_shape, &back_ndim));
+  CHECK(back_ndim == 0 && back[0] == 32.0f);
+  vene_result_free(st);
+  src_shape[0] = 5;
+  FAILS(vene_intervenable_load_state(iv, 0, src_names, src_values, 1), VENE_ERR_INVALID_INPUT,
+        "'source_representation' has shape [5]");
   vene_intervenable_free(iv);
 }
 

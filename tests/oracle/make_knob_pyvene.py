@@ -92,6 +92,10 @@ CASES = {
     "addition_constant": dict(
         reps=[rep(1, "block_output", pv.AdditionIntervention,
                   source_representation="CONST")], sources=None),
+    # The pickle holds pyvene's whole state dict: embed_dim, interchange_dim 8, the constant.
+    "vanilla_constant": dict(
+        reps=[rep(0, "block_output", pv.VanillaIntervention, source_representation="CONST")],
+        interchange_dim={0: 8}, sources=None),
     "vanilla_and_low_rank": dict(
         reps=[rep(0, "attention_output", pv.VanillaIntervention),
               rep(1, "block_output", pv.LowRankRotatedSpaceIntervention, low_rank_dimension=3)],

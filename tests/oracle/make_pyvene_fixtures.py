@@ -724,7 +724,10 @@ def main():
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "duplicate case names"
     if not only and os.path.isdir(OUT):
-        shutil.rmtree(OUT)
+        # sd_* cases are written by make_pyvene_fixtures_state.py.
+        for d in os.listdir(OUT):
+            if not d.startswith("sd_"):
+                shutil.rmtree(os.path.join(OUT, d))
     os.makedirs(OUT, exist_ok=True)
     weak = []
     for c in CASES:
