@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs every quick-start of the READMEs exactly as written, from a directory outside
 # the repository: C (gcc, then valgrind: no leaks), C++ (installed CMake package with
-# find_package, and pkg-config), Go (a consumer module, plain and after `go mod vendor`) and
-# Julia (only where `julia` exists). Each must print the seed's top 5 with " Rome" first.
+# find_package, and pkg-config), Go (a consumer module, plain and after `go mod vendor`), the
+# CLI (`vene run --top-k 5`, where this build has it) and Julia (only where `julia` exists).
+# Each must print the seed's top 5 with " Rome" first.
 #
 # The snippets are copied out of the Markdown, never kept here: a fenced block that follows a
 # line `<!-- quickstart: DIR/FILE -->` becomes DIR/FILE in the scratch directory, and each
@@ -79,6 +80,26 @@ run go run.sh
 expect_rome "$work/go/run.sh.out"
 [ -f "$work/go/vendor/github.com/vene-project/vene/bindings/go/vene.h" ] \
   || { echo "FAILED: go mod vendor did not copy vene.h" >&2; exit 1; }
+
+# The same interchange through the CLI: `vene run --top-k 5` (its --json form is checked).
+echo "== vene run --top-k 5"
+run_help=$("$VENE/target/release/vene" run --help)
+if grep -q -- "--top-k" <<<"$run_help"; then
+  cat >"$work/request.json" <<JSON
+{"model": "$MODEL",
+ "config": {"representations": [{"layer": 23, "component": "block_output"}]},
+ "base": {"text": ["The capital of Spain is"]}, "sources": [{"text": ["The capital of Italy is"]}],
+ "unit_locations": {"sources->base": 4}, "logits": "last"}
+JSON
+  "$VENE/target/release/vene" run --request "$work/request.json" --top-k 5
+  "$VENE/target/release/vene" run --request "$work/request.json" --top-k 5 --json | python3 -c '
+import json, sys
+top = json.load(sys.stdin)["top_k"]["intervened"][0]
+assert len(top) == 5 and top[0]["token"] == " Rome", top
+print("ok: vene run --top-k 5 --json puts %r first (p %.3f)" % (top[0]["token"], top[0]["prob"]))'
+else
+  echo "vene run has no --top-k in this build: step NOT run"
+fi
 
 if command -v julia >/dev/null; then
   run julia run.sh
