@@ -2,6 +2,8 @@
  * vene.h: the C API of vene, causal interventions on neural networks.
  *
  * Link with -lvene (libvene.so / libvene.dylib / vene.dll, or libvene.a plus -lm -lpthread -ldl).
+ * Language: C99 or later (it needs stdint.h, stdbool.h and // comments), or C++11 or later;
+ * it is checked with gcc -std=c99 -pedantic and g++ -std=c++17. C89/C90 is not supported.
  * Check vene_abi_version() == VENE_ABI_VERSION at startup. The ABI only grows: functions and
  * struct fields are appended, never removed or reordered.
  *
@@ -61,6 +63,8 @@
 #include "vene_plugin.h"
 /** The ABI version this header describes; compare with vene_abi_version() at startup. */
 #define VENE_ABI_VERSION 1
+/** vene_set_log_level: above VENE_LOG_ERROR, so no plugin log line is emitted. */
+#define VENE_LOG_OFF 4
 
 
 /**
@@ -242,35 +246,6 @@ typedef struct vene_model vene_model;
 typedef struct vene_result vene_result;
 
 /**
- * One batch of inputs, row-major. Give token ids or embeddings; an input with neither (both
- * NULL) is "absent", which in `vene_request.sources` skips that group. The layout is frozen.
- */
-typedef struct vene_input {
-  /**
-   * `batch * seq` token ids, or NULL.
-   */
-  const int32_t *ids;
-  /**
-   * `batch * seq * embed_dim` floats for models fed embeddings, or NULL.
-   */
-  const float *embeds;
-  size_t batch;
-  size_t seq;
-  /**
-   * Width of each embedding; ignored with `ids`.
-   */
-  size_t embed_dim;
-  /**
-   * `batch * seq`: 1 for real tokens, 0 for padding (left or right), or NULL (all 1).
-   */
-  const int32_t *attention_mask;
-  /**
-   * `batch * seq` position ids, or NULL (derived from the mask as Hugging Face does).
-   */
-  const int32_t *position_ids;
-} vene_input;
-
-/**
  * One side (source or base) of one intervention's unit locations. `rows` is the number of
  * examples described: 1 (the same indices for every example) or the batch size. The layout is
  * frozen.
@@ -311,6 +286,35 @@ typedef struct vene_location {
   struct vene_units source;
   struct vene_units base;
 } vene_location;
+
+/**
+ * One batch of inputs, row-major. Give token ids or embeddings; an input with neither (both
+ * NULL) is "absent", which in `vene_request.sources` skips that group. The layout is frozen.
+ */
+typedef struct vene_input {
+  /**
+   * `batch * seq` token ids, or NULL.
+   */
+  const int32_t *ids;
+  /**
+   * `batch * seq * embed_dim` floats for models fed embeddings, or NULL.
+   */
+  const float *embeds;
+  size_t batch;
+  size_t seq;
+  /**
+   * Width of each embedding; ignored with `ids`.
+   */
+  size_t embed_dim;
+  /**
+   * `batch * seq`: 1 for real tokens, 0 for padding (left or right), or NULL (all 1).
+   */
+  const int32_t *attention_mask;
+  /**
+   * `batch * seq` position ids, or NULL (derived from the mask as Hugging Face does).
+   */
+  const int32_t *position_ids;
+} vene_input;
 
 /**
  * The subspace (feature indices) one intervention acts on, per example. `rows == 0` means
@@ -478,6 +482,13 @@ typedef struct vene_representation_info {
    */
   const char *intervention_type;
 } vene_representation_info;
+
+/**
+ * Receives one plugin log line: `level` is a `VENE_LOG_*` value of vene_plugin.h, `who` the
+ * plugin's name (or a WASM module's path), `message` the text; both strings are borrowed for
+ * the call only. Called on whichever thread the plugin runs on, possibly several at once.
+ */
+typedef void (*vene_log_fn)(void *user_data, int32_t level, const char *who, const char *message);
 
 /**
  * Options for `vene_model_load`. Initialize with `vene_model_options_init`.
@@ -841,6 +852,42 @@ const char *vene_last_error(void);
 const char *vene_status_string(int32_t status);
 
 /**
+ * Fills `*loc` so that one intervention reads `positions` in the source run and writes the
+ * same `positions` in the base run, for every example of the batch (unit "pos"; for unit "h"
+ * the indices are heads). `positions` holds `n` entries (n >= 1) and is only referenced, not
+ * copied: it must stay valid until the run that uses `*loc` returns. For different source
+ * and base positions, change `loc->base.indices` afterwards (same count).
+ */
+vene_status vene_location_positions(struct vene_location *loc, const int64_t *positions, size_t n);
+
+/**
+ * The number of elements of the tensor `name` (the product of its shape; 1 for a scalar):
+ * how many values `vene_result_tensor` (or `vene_result_tensor_i64`) points to.
+ */
+vene_status vene_result_tensor_numel(const struct vene_result *res,
+                                     const char *name,
+                                     size_t *numel);
+
+/**
+ * The `k` most likely tokens at one position of a logits tensor of a result: `name` is
+ * "intervened.logits", "original.logits" (NULL means "intervened.logits"), shaped (batch,
+ * positions, vocab) or (batch, vocab). `row` picks the example; `position` indexes the
+ * positions axis, negative counting from its end (-1: the last; with `VENE_LOGITS_LAST` the
+ * axis has one entry, so 0 and -1 both work; a (batch, vocab) tensor takes 0 or -1).
+ * Writes `*n = min(k, vocab)` token ids to `ids` and, unless `probs` is NULL, their
+ * probabilities (softmax over the whole vocabulary) to `probs`, most likely first; ties go to
+ * the lower id. `ids` and `probs` hold at least `k` entries.
+ */
+vene_status vene_result_top_k(const struct vene_result *res,
+                              const char *name,
+                              size_t row,
+                              int64_t position,
+                              size_t k,
+                              int32_t *ids,
+                              float *probs,
+                              size_t *n);
+
+/**
  * Compiles `config_json` (pyvene's IntervenableConfig as JSON: a list of representations, or
  * `{"mode": ..., "representations": [...]}`) for `model`. On success `*out` is a new
  * intervenable; free it with `vene_intervenable_free`. It keeps the model's weights alive.
@@ -949,6 +996,25 @@ vene_status vene_knob_load(const struct vene_model *model,
  * `*len` gets the length without the NUL; the buffer needs `*len + 1` bytes.
  */
 vene_status vene_knob_info(const char *dir, char *buf, size_t capacity, size_t *len);
+
+/**
+ * Sends the log lines of plugins (native `vene_host_api.log`, WASM `vene.log`) to `sink`
+ * instead of stderr; `sink == NULL` restores stderr. Only lines at or above the log level
+ * arrive (`vene_set_log_level`). Once this returns, the previous sink is never called again,
+ * so its `user_data` may be freed; the sink must not call `vene_set_log_sink` itself.
+ * Thread-safe.
+ */
+vene_status vene_set_log_sink(vene_log_fn sink, void *user_data);
+
+/**
+ * Sets the lowest level that is logged, to stderr or the sink: `VENE_LOG_DEBUG` (0) ..
+ * `VENE_LOG_ERROR` (3), or `VENE_LOG_OFF` (4) for nothing. -1 goes back to the environment
+ * variable `VENE_PLUGIN_LOG` (`debug`, `info`, `warn`, `error`, `off`), whose default is
+ * `warn`: a WASM module's `vene.log` lines are `VENE_LOG_INFO`, so they appear only once the
+ * level is `VENE_LOG_INFO` or lower. Other values are `VENE_ERR_INVALID_ARGUMENT`.
+ * Thread-safe.
+ */
+vene_status vene_set_log_level(int32_t level);
 
 /**
  * Fills `opts` with the defaults. Pass `sizeof(vene_model_options)` as `struct_size`.

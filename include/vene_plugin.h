@@ -94,7 +94,11 @@ typedef struct vene_plugin_info {
   size_t n_types; const vene_intervention_type *types;
 } vene_plugin_info;
 
-/* Log levels for vene_host_api.log. */
+/* Log levels for vene_host_api.log. The host drops lines below its log level, `warn` unless
+ * changed: set the environment variable VENE_PLUGIN_LOG=debug|info|warn|error|off, or call
+ * vene_set_log_level() (vene.h). Kept lines go to stderr as "[plugin <name>] <level>: <text>",
+ * or to the host program's vene_set_log_sink() callback. WASM modules' vene.log lines are
+ * VENE_LOG_INFO, so they only appear at level info or debug. */
 #define VENE_LOG_DEBUG 0
 #define VENE_LOG_INFO  1
 #define VENE_LOG_WARN  2
@@ -124,8 +128,11 @@ const vene_plugin_info *vene_plugin_entry(uint32_t host_abi_version, const vene_
  *   vene_init(args: i32, args_len: i32) -> i32               optional: JSON args, 0 = ok
  *   vene_flags() -> i32                                      optional: VENE_TYPE_* bits
  * Imports: only
- *   vene.log(ptr: i32, len: i32)                             UTF-8 text; the last message is
- *                                                            quoted in errors
+ *   vene.log(ptr: i32, len: i32)                             UTF-8 text, logged at
+ *                                                            VENE_LOG_INFO (shown when
+ *                                                            VENE_PLUGIN_LOG=info or lower);
+ *                                                            the last message is quoted in
+ *                                                            errors
  * Anything else imported is refused at load. No WASI, no filesystem, no network, no clock.
  *
  * The host compiles a module once, instantiates it per intervention (and per thread using it at

@@ -6,6 +6,8 @@
 //! they never skip. The tokenizer and SmolLM2 thread tests use the default model, fetched into
 //! the cache (`vene::fetch::default_model`) when needed.
 
+mod plugins_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -405,11 +407,32 @@ fn cpp_cmake_package_and_pkg_config() {
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cmd("gcc", &args, &[]);
-    let lib_env = s(&prefix.join("lib"));
-    let out = cmd(
-        &s(&base.join("test_api_pc")),
-        &[&llama()],
-        &[("LD_LIBRARY_PATH", lib_env.as_str())],
-    );
+    // No LD_LIBRARY_PATH: vene.pc's rpath finds the installed libvene.so.
+    let out = cmd(&s(&base.join("test_api_pc")), &[&llama()], &[]);
     assert!(out.contains("all checks passed"), "{out}");
+}
+
+// === Conveniences: positions, element counts, top-k, log sink, hints (tests/c/test_helpers.c) ===
+
+fn log_wat() -> String {
+    root()
+        .join("tests/fixtures/plugins/log_wat.wat")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn helpers_top_k_locations_log_sink() {
+    let exe = compile("tests/c/test_helpers.c", "test_helpers", false, false);
+    let native = plugins_support::native_c().display().to_string();
+    let out = run(&exe, &[&llama(), &native, &log_wat()]);
+    assert!(out.contains("test_helpers: all checks passed"), "{out}");
+}
+
+#[test]
+fn helpers_under_valgrind() {
+    let exe = compile("tests/c/test_helpers.c", "test_helpers_vg", false, false);
+    // No WASM under valgrind: memcheck reports false positives inside wasmtime's compiler.
+    let native = plugins_support::native_c().display().to_string();
+    valgrind(&exe, &[&llama(), &native, "-"]);
 }

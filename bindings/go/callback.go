@@ -110,3 +110,11 @@ func veneGoProgress(p *C.vene_train_progress, userData unsafe.Pointer) C.int32_t
 	}
 	return 1
 }
+
+//export veneGoLog
+func veneGoLog(userData unsafe.Pointer, level C.int32_t, who, message *C.char) {
+	fn := cgo.Handle(uintptr(userData)).Value().(LogFunc)
+	// A panic must not unwind into the engine's frames: the line is lost instead.
+	defer func() { _ = recover() }()
+	fn(LogLevel(level), C.GoString(who), C.GoString(message))
+}

@@ -3,7 +3,7 @@ package vene_test
 import (
 	"fmt"
 
-	"vene"
+	vene "github.com/vene-project/vene/bindings/go"
 )
 
 // Interchange intervention on the tiny test model: position 1 of the base takes the source's

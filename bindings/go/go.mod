@@ -1,3 +1,3 @@
-module vene
+module github.com/vene-project/vene/bindings/go
 
 go 1.18

@@ -21,13 +21,15 @@
 // Intervenable may run from several goroutines at once. Go functions become interventions
 // with RegisterIntervention.
 //
-// Linking: by default the package links ../../target/release/libvene (run `cargo build
-// --release` in the repository first). Elsewhere, set CGO_CFLAGS=-I<dir of vene.h> and
-// CGO_LDFLAGS="-L<dir of libvene> -Wl,-rpath,<dir>".
+// Building: the package carries its copy of vene.h (and vene_plugin.h), so it compiles
+// anywhere, vendored too. It links libvene from ../../target/release when used inside a vene
+// checkout (run `cargo build --release` first); anywhere else (a module cache, vendor/) tell
+// cgo where libvene is: CGO_LDFLAGS="-L<dir> -Wl,-rpath,<dir>", or
+// CGO_LDFLAGS="$(pkg-config --libs vene)" after installing the C++ package (README.md).
 package vene
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo CFLAGS: -I${SRCDIR}
 #cgo LDFLAGS: -L${SRCDIR}/../../target/release -lvene -Wl,-rpath,${SRCDIR}/../../target/release
 #include <stdlib.h>
 #include <string.h>

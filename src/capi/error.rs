@@ -91,8 +91,12 @@ pub(crate) fn set_last_error(msg: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
+/// How a C caller loads plugins, for the "unknown plugin intervention type" error.
+const C_PLUGIN_HINT: &str = "vene_plugin_load (a native library or .wasm module), or register a type written in the host program with vene_register_host_intervention";
+
 /// Runs an export body: catches panics, records the message of a failure, returns the code.
 pub(crate) fn guard(func: &str, body: impl FnOnce() -> Outcome) -> vene_status {
+    let _hint = crate::intervention::registry::plugin_hint(C_PLUGIN_HINT);
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => VENE_OK,
         Ok(Err(f)) => {

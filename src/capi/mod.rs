@@ -18,6 +18,8 @@
 //! - `plugin.rs`: plugins by path, plugin tables and host callbacks as intervention types.
 //! - `train.rs`: `vene_dataset`, training with a progress callback, evaluation.
 //! - `knob.rs`: saving and loading knobs (trained interventions with their config).
+//! - `helpers.rs`: conveniences (a location for positions, element counts, top-k tokens).
+//! - `log.rs`: the plugin log sink and level.
 //!
 //! The engine's own tests do not go through this module; `tests/capi.rs` compiles the C and
 //! C++ programs under `tests/c/` against the cdylib and runs them, under valgrind too.
@@ -30,8 +32,10 @@
 
 mod error;
 mod handle;
+mod helpers;
 mod intervenable;
 mod knob;
+mod log;
 mod model;
 mod plugin;
 mod request;
@@ -39,8 +43,10 @@ mod result;
 mod train;
 
 pub use error::*;
+pub use helpers::*;
 pub use intervenable::*;
 pub use knob::*;
+pub use log::*;
 pub use model::*;
 pub use plugin::*;
 pub use request::*;

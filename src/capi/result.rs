@@ -117,6 +117,16 @@ impl vene_result {
         Ok(vene_result { tensors })
     }
 
+    /// The f32 values and the shape of the tensor `name` (helpers.rs reads logits this way).
+    pub(crate) fn floats(&self, name: *const c_char) -> Outcome<(&[f32], &[i64])> {
+        let e = self.find(name)?;
+        let n = e.shape.iter().map(|&d| d as usize).product();
+        Ok((
+            unsafe { std::slice::from_raw_parts(e.data.as_ptr(), n) },
+            &e.shape,
+        ))
+    }
+
     fn find(&self, name: *const c_char) -> Outcome<&Entry> {
         let name = unsafe { arg_str(name, "name")? };
         self.tensors

@@ -5,6 +5,7 @@
 use super::{Intervention, Spec};
 use crate::error::Result;
 use crate::invalid;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -12,6 +13,30 @@ use std::sync::{Arc, RwLock};
 pub type Factory = Arc<dyn Fn(&Spec) -> Result<Box<dyn Intervention>> + Send + Sync>;
 
 static TYPES: RwLock<BTreeMap<String, Factory>> = RwLock::new(BTreeMap::new());
+
+thread_local! {
+    /// How this thread's caller loads plugins, named by the "unknown type" error.
+    static PLUGIN_HINT: Cell<&'static str> = const { Cell::new(RUST_PLUGIN_HINT) };
+}
+const RUST_PLUGIN_HINT: &str =
+    "vene::plugin::load (in a `vene run` request: the field \"plugins\")";
+
+/// Names the way to load a plugin that the "unknown plugin intervention type" error gives on
+/// this thread until the guard is dropped: each front end names its own entry point (the C API
+/// its functions, `vene run` its request field); Rust callers get `vene::plugin::load`.
+#[must_use = "the hint holds only while the guard lives"]
+pub fn plugin_hint(hint: &'static str) -> PluginHint {
+    PluginHint(PLUGIN_HINT.with(|h| h.replace(hint)))
+}
+
+/// Restores the previous hint when dropped.
+pub struct PluginHint(&'static str);
+
+impl Drop for PluginHint {
+    fn drop(&mut self) {
+        PLUGIN_HINT.with(|h| h.set(self.0));
+    }
+}
 
 /// Registers (or replaces) the type `name`, which must look like `plugin/type`.
 pub fn register(name: &str, factory: Factory) -> Result<()> {
@@ -64,7 +89,8 @@ pub fn build(name: &str, spec: &Spec) -> Result<Box<dyn Intervention>> {
         None => {
             let known = names();
             Err(invalid!(
-                "unknown plugin intervention type '{name}'; load its plugin first (request field \"plugins\"). Registered: {}",
+                "unknown plugin intervention type '{name}'; load its plugin first with {}. Registered: {}",
+                PLUGIN_HINT.with(Cell::get),
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
         }

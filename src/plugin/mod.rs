@@ -24,6 +24,7 @@ use crate::error::Result;
 use crate::invalid;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// How a plugin was loaded.
@@ -104,11 +105,32 @@ pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;
 
 static SINK: RwLock<Option<LogSink>> = RwLock::new(None);
 
-/// Sends plugin log lines to `sink` instead of stderr (`None` restores stderr). The default
-/// writes lines at or above `$VENE_PLUGIN_LOG` (`debug`, `info`, `warn` (default), `error`,
-/// `off`) to stderr.
+/// The level set by `set_log_level`; `LEVEL_UNSET` defers to `$VENE_PLUGIN_LOG`.
+static LEVEL: AtomicI32 = AtomicI32::new(LEVEL_UNSET);
+const LEVEL_UNSET: i32 = i32::MIN;
+/// A level above every line's: nothing is logged (`VENE_PLUGIN_LOG=off`).
+pub const LOG_OFF: i32 = abi::VENE_LOG_ERROR + 1;
+
+/// Sends plugin log lines to `sink` instead of stderr (`None` restores stderr). Either way only
+/// lines at or above the log level reach it (see `set_log_level`). Once this returns, the
+/// previous sink is never called again: lines are delivered under a read lock, so a sink must
+/// not call `set_log_sink` itself.
 pub fn set_log_sink(sink: Option<LogSink>) {
     *SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
+}
+
+/// The lowest level that is logged: `VENE_LOG_DEBUG` (0) .. `VENE_LOG_ERROR` (3), or
+/// `LOG_OFF`. `None` goes back to `$VENE_PLUGIN_LOG` (`debug`, `info`, `warn`, `error` or
+/// `off`; `warn` when unset).
+pub fn set_log_level(level: Option<i32>) {
+    LEVEL.store(level.unwrap_or(LEVEL_UNSET), Ordering::Relaxed);
+}
+
+fn log_level() -> i32 {
+    match LEVEL.load(Ordering::Relaxed) {
+        LEVEL_UNSET => env_level(),
+        l => l,
+    }
 }
 
 fn env_level() -> i32 {
@@ -116,17 +138,20 @@ fn env_level() -> i32 {
         Ok("debug") => abi::VENE_LOG_DEBUG,
         Ok("info") => abi::VENE_LOG_INFO,
         Ok("error") => abi::VENE_LOG_ERROR,
-        Ok("off") => i32::MAX,
+        Ok("off") => LOG_OFF,
         _ => abi::VENE_LOG_WARN,
     }
 }
 
 /// Emits one plugin log line.
 pub(crate) fn log(who: &str, level: i32, msg: &str) {
-    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
-    match sink {
+    if level < log_level() {
+        return;
+    }
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
+    match &*sink {
         Some(s) => s(who, level, msg),
-        None if level >= env_level() => {
+        None => {
             let name = match level {
                 i32::MIN..=0 => "debug",
                 1 => "info",
@@ -135,6 +160,5 @@ pub(crate) fn log(who: &str, level: i32, msg: &str) {
             };
             eprintln!("[plugin {who}] {name}: {msg}");
         }
-        None => {}
     }
 }

@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   try {
-    vene::Model model = vene::Model::load(argv[1], /*require_tokenizer=*/true);
+    vene::Model model = vene::Model::load(argv[1], vene::Tokenizer::required);
     vene::ModelInfo info = model.info();
     std::vector<int32_t> base = model.tokenize("The capital of France is");
     std::vector<int32_t> source = model.tokenize("The capital of Italy is");
@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     int64_t last = static_cast<int64_t>(base.size()) - 1;
-    auto word = [&](int32_t id) { return model.detokenize(std::vector<int32_t>{id}); };
+    auto word = [&](int32_t id) { return model.token_text(id); };
 
     vene::Request req;
     req.base = vene::Input::tokens(base);

@@ -3,7 +3,9 @@
 // interventions, training. Optional second argument: a model with a tokenizer (SmolLM2).
 //
 //   usage: test_vene <llama fixture dir> [model with tokenizer] [scratch dir]
+#include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -65,7 +67,7 @@ int main(int argc, char **argv) {
 
   // Errors are exceptions with the status and the library's message.
   expect_error([] { vene::Model::load("/no/such/dir"); }, VENE_ERR_IO, "/no/such/dir");
-  expect_error([&] { vene::Model::load(argv[1], /*require_tokenizer=*/true); },
+  expect_error([&] { vene::Model::load(argv[1], vene::Tokenizer::required); },
                VENE_ERR_INVALID_INPUT, "no tokenizer");
 
   vene::Model model = vene::Model::load(argv[1]);
@@ -212,16 +214,48 @@ int main(int argc, char **argv) {
   expect_error([&] { vene::Intervenable::load_knob(model, "/no/such/knob"); }, VENE_ERR_IO,
                "/no/such/knob");
 
+  // Top-k: the largest logits at a position, most likely first, with softmax probabilities.
+  {
+    vene::Intervenable iv(model, VANILLA);
+    vene::Result r = iv.run(standard_request());
+    vene::TensorView t = r.tensor("intervened.logits");
+    const float *row = t.data.data() + 2 * 96;  // position 2 of 4
+    std::vector<int32_t> order(96);
+    for (int32_t i = 0; i < 96; i++) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+    double sum = 0;
+    for (int i = 0; i < 96; i++) sum += std::exp(double(row[i]) - row[order[0]]);
+    for (int64_t position : {int64_t(2), int64_t(-2)}) {
+      std::vector<vene::Top> top = r.top_k(5, position);
+      EXPECT(top.size() == 5);
+      for (size_t i = 0; i < 5; i++) {
+        EXPECT(top[i].id == order[i]);
+        EXPECT(std::fabs(top[i].prob - std::exp(double(row[order[i]]) - row[order[0]]) / sum) < 1e-6);
+      }
+    }
+    EXPECT(r.top_k(3, -1, "original.logits").size() == 3);
+    expect_error([&] { r.top_k(5, 4); }, VENE_ERR_NOT_FOUND, "position 4 is out of range");
+    expect_error([&] { r.top_k(5, -1, "nope"); }, VENE_ERR_NOT_FOUND, "intervened.logits");
+  }
+  // Plugin log sink and level: set and removed; bad levels are errors.
+  vene::set_log_sink([](int32_t, const std::string &, const std::string &) {});
+  vene::set_log_level(VENE_LOG_INFO);
+  expect_error([] { vene::set_log_level(9); }, VENE_ERR_INVALID_ARGUMENT, "VENE_LOG_OFF");
+  vene::set_log_sink({});
+  vene::set_log_level(-1);
+
   // Moves transfer ownership; the moved-from handle is empty and frees nothing.
   vene::Model moved = std::move(model);
   EXPECT(moved.info().n_layers == 2);
 
   if (argc > 2 && std::string(argv[2]) != "-") {
-    vene::Model tok = vene::Model::load(argv[2], true);
+    vene::Model tok = vene::Model::load(argv[2], vene::Tokenizer::required);
     std::string text = "The capital of France is";
     std::vector<int32_t> ids2 = tok.tokenize(text);
     EXPECT(!ids2.empty());
     EXPECT(tok.detokenize(ids2) == text);
+    EXPECT(tok.detokenize({ids2[3], ids2[4]}) == " France is");
+    EXPECT(tok.token_text(ids2[4]) == " is");
     std::printf("test_vene: tokenized \"%s\" into %zu ids\n", text.c_str(), ids2.size());
   }
   std::printf("test_vene: all C++ binding checks passed (eval loss %.3f -> %.3f)\n", before.loss,

@@ -113,6 +113,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> vene::Result<()> {
+    let _hint = vene::intervention::registry::plugin_hint("the request field \"plugins\"");
     match cli.command {
         Command::Fetch => {
             let path = vene::fetch::default_model(true)?;

@@ -2,6 +2,6 @@ module capibench
 
 go 1.18
 
-require vene v0.0.0
+require github.com/vene-project/vene/bindings/go v0.0.0
 
-replace vene => ../../../bindings/go
+replace github.com/vene-project/vene/bindings/go => ../../../bindings/go

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"vene"
+	vene "github.com/vene-project/vene/bindings/go"
 )
 
 // cpuTime is the process's user + system CPU time (every thread, the Go runtime's too).

@@ -8,6 +8,7 @@
 //   req.locations = {vene::Location::at({1})};
 //   vene::Result out = iv.run(req);
 //   vene::TensorView logits = out.tensor("intervened.logits");  // borrowed from `out`
+//   for (vene::Top t : out.top_k(5)) std::cout << model.token_text(t.id) << " " << t.prob;
 //
 // Ownership: Model, Intervenable, Result and Dataset own their C handle (move-only, freed in
 // the destructor). Errors: every failing call throws vene::Error, which carries the C status
@@ -27,8 +28,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -120,6 +123,13 @@ struct BasicTensorView {
 using TensorView = BasicTensorView<float>;
 using IdsView = BasicTensorView<int64_t>;
 
+/// One of the most likely tokens at a position: its id and probability (softmax over the
+/// vocabulary). Model::token_text(id) decodes it.
+struct Top {
+  int32_t id;
+  float prob;
+};
+
 /// The named output tensors of one run; owns them.
 class Result {
  public:
@@ -138,6 +148,20 @@ class Result {
     size_t n;
     check(vene_result_tensor_i64(p_.get(), name.c_str(), &d, &s, &n));
     return {span<const int64_t>(d, count(s, n)), span<const int64_t>(s, n)};
+  }
+  /// The `k` most likely tokens of the logits `name` at `position` of example `row`, most
+  /// likely first (vene_result_top_k). `position` counts from the end when negative: -1 is the
+  /// last position (the only one with VENE_LOGITS_LAST).
+  std::vector<Top> top_k(size_t k, int64_t position = -1,
+                         const std::string &name = "intervened.logits", size_t row = 0) const {
+    std::vector<int32_t> ids(k);
+    std::vector<float> probs(k);
+    size_t n = 0;
+    check(vene_result_top_k(p_.get(), name.c_str(), row, position, k, ids.data(), probs.data(),
+                            &n));
+    std::vector<Top> out;
+    for (size_t i = 0; i < n; i++) out.push_back({ids[i], probs[i]});
+    return out;
   }
   bool has(const std::string &name) const {
     for (auto &n : names())
@@ -179,13 +203,16 @@ struct SiteInfo {
   size_t dim, heads;
 };
 
+/// Whether Model::load insists on a tokenizer: Model::load(path, vene::Tokenizer::required).
+enum class Tokenizer { optional, required };
+
 /// A loaded model; shareable across threads.
 class Model {
  public:
-  static Model load(const std::string &path, bool require_tokenizer = false) {
+  static Model load(const std::string &path, Tokenizer tokenizer = Tokenizer::optional) {
     vene_model_options o;
     check(vene_model_options_init(&o, sizeof o));
-    o.require_tokenizer = require_tokenizer ? 1 : 0;
+    o.require_tokenizer = tokenizer == Tokenizer::required ? 1 : 0;
     vene_model *m;
     check(vene_model_load(path.c_str(), &o, &m));
     return Model(m);
@@ -227,12 +254,21 @@ class Model {
     s.resize(len);
     return s;
   }
+  /// detokenize({id}) or detokenize({a, b, c}).
+  std::string detokenize(std::initializer_list<int32_t> ids) const {
+    return detokenize(span<const int32_t>(ids.begin(), ids.size()));
+  }
+  /// The text of one token, e.g. " Rome".
+  std::string token_text(int32_t id) const { return detokenize({id}); }
   const vene_model *get() const noexcept { return p_.get(); }
 
  private:
   explicit Model(vene_model *m) : p_(m) {}
   detail::Owned<vene_model, vene_model_free> p_;
 };
+
+/// Where Input::batch_of pads shorter rows: on the left (for generation) or the right.
+enum class Padding { left, right };
 
 /// One batch of inputs (owned here; converted to a borrowed vene_input per call).
 struct Input {
@@ -251,7 +287,8 @@ struct Input {
   }
   /// Rows of different lengths, padded with `pad` on the left (for generation) or right.
   static Input batch_of(const std::vector<std::vector<int32_t>> &rows, int32_t pad,
-                        bool left = true) {
+                        Padding padding = Padding::left) {
+    bool left = padding == Padding::left;
     Input in;
     in.batch = rows.size();
     for (auto &r : rows) in.seq = std::max(in.seq, r.size());
@@ -656,6 +693,37 @@ inline void unregister_intervention(const std::string &type_name) {
 
 /// Loads a native plugin or a .wasm/.wat module and registers its types.
 inline void load_plugin(const std::string &path) { check(vene_plugin_load(path.c_str())); }
+
+/// Receives plugin log lines: level (VENE_LOG_DEBUG .. VENE_LOG_ERROR), plugin name, text.
+using LogFn = std::function<void(int32_t level, const std::string &who, const std::string &msg)>;
+
+namespace detail {
+inline std::unique_ptr<LogFn> &log_sink() {
+  static std::unique_ptr<LogFn> sink;
+  return sink;
+}
+inline void log_trampoline(void *user_data, int32_t level, const char *who, const char *msg) {
+  try {
+    (*static_cast<LogFn *>(user_data))(level, who, msg);
+  } catch (...) {
+    // An exception must not unwind into the engine; a failing sink loses the line.
+  }
+}
+}  // namespace detail
+
+/// Sends plugin log lines to `fn` instead of stderr (an empty function restores stderr); it
+/// may be called from any thread. Lines below the log level are dropped (set_log_level).
+inline void set_log_sink(LogFn fn) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  auto next = fn ? std::make_unique<LogFn>(std::move(fn)) : nullptr;
+  check(vene_set_log_sink(next ? detail::log_trampoline : nullptr, next.get()));
+  detail::log_sink() = std::move(next);  // the previous sink is no longer called: free it
+}
+
+/// The lowest level logged: VENE_LOG_DEBUG .. VENE_LOG_ERROR, VENE_LOG_OFF, or -1 for the
+/// environment variable VENE_PLUGIN_LOG (default: warnings and errors).
+inline void set_log_level(int32_t level) { check(vene_set_log_level(level)); }
 
 }  // namespace vene
 

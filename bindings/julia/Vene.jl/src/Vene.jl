@@ -24,7 +24,7 @@ module Vene
 using Libdl
 
 export VeneError, load_model, Intervenable, run_json, tensor, ids, tensor_names,
-       register_intervention, unregister_intervention, at, Units, Location
+       register_intervention, unregister_intervention, at, Units, Location, top_k, token_text
 
 const ABI_VERSION = 1
 
@@ -238,6 +238,7 @@ function __init__()
     LAST_ERROR_PTR[] = @cfunction(_last_error, Ptr{UInt8}, (Ptr{Cvoid}, Ptr{Cvoid}))
     RELEASE_PTR[] = @cfunction(_release, Cvoid, (Ptr{Cvoid},))
     PROGRESS_PTR[] = @cfunction(_progress, Int32, (Ptr{CTrainProgress}, Ptr{Cvoid}))
+    LOG_PTR[] = @cfunction(_log, Cvoid, (Ptr{Cvoid}, Int32, Cstring, Cstring))
 end
 
 """The library's ABI version (must equal `Vene.ABI_VERSION`)."""
@@ -327,6 +328,9 @@ function detokenize(m::Model, ids::AbstractVector{<:Integer})
     String(buf[1:n[]])
 end
 
+"""The text of one token, e.g. `" Rome"`."""
+token_text(m::Model, id::Integer) = detokenize(m, [id])
+
 # ---- Results ----
 
 """The named output tensors of one run."""
@@ -385,6 +389,24 @@ end
 tensor(r::Result, name::AbstractString) = _fetch(r, name, Float32, :f32)
 """An Int64 copy of an integer tensor such as "generated.ids"."""
 ids(r::Result, name::AbstractString="generated.ids") = _fetch(r, name, Int64, :i64)
+
+"""
+    top_k(r, k; name="intervened.logits", row=0, position=-1)
+
+The `k` most likely tokens of the logits `name` for example `row` (0-based) at `position`
+(0-based; negative counts from the end, -1 is the last and the only one with `logits=:last`),
+most likely first, as `(id=..., prob=...)` (probability: softmax over the vocabulary).
+"""
+function top_k(r::Result, k::Integer; name::AbstractString="intervened.logits",
+               row::Integer=0, position::Integer=-1)
+    tok = Vector{Int32}(undef, k)
+    prob = Vector{Float32}(undef, k)
+    n = Ref{Csize_t}(0)
+    check(ccall((:vene_result_top_k, libvene), Int32,
+        (Ptr{Cvoid}, Cstring, Csize_t, Int64, Csize_t, Ptr{Int32}, Ptr{Float32}, Ref{Csize_t}),
+        live(r), name, row, position, k, tok, prob, n))
+    [(id=tok[i], prob=prob[i]) for i in 1:Int(n[])]
+end
 
 # ---- Requests ----
 
@@ -631,6 +653,44 @@ unregister_intervention(type_name::AbstractString) =
 """Loads a native plugin or a .wasm/.wat module and registers its types."""
 load_plugin(path::AbstractString) =
     check(ccall((:vene_plugin_load, libvene), Int32, (Cstring,), path))
+
+# ---- Plugin log lines ----
+
+const LOG_FN = Ref{Any}(nothing)
+const LOG_PTR = Ref{Ptr{Cvoid}}(C_NULL)
+const LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF = 0, 1, 2, 3, 4
+
+function _log(::Ptr{Cvoid}, level::Int32, who::Cstring, msg::Cstring)::Cvoid
+    f = LOG_FN[]
+    try
+        f === nothing || f(Int(level), unsafe_string(who), unsafe_string(msg))
+    catch
+        # an exception must not unwind into the engine: the line is lost
+    end
+    nothing
+end
+
+"""
+    set_log_sink(f)
+
+Sends plugin log lines to `f(level, who, message)` instead of stderr; `nothing` restores
+stderr. Only lines at or above the log level arrive (`set_log_level`).
+"""
+function set_log_sink(f)
+    if f === nothing
+        check(ccall((:vene_set_log_sink, libvene), Int32, (Ptr{Cvoid}, Ptr{Cvoid}), C_NULL, C_NULL))
+        LOG_FN[] = nothing
+    else
+        LOG_FN[] = f
+        check(ccall((:vene_set_log_sink, libvene), Int32, (Ptr{Cvoid}, Ptr{Cvoid}), LOG_PTR[], C_NULL))
+    end
+    nothing
+end
+
+"""The lowest level logged: `Vene.LOG_DEBUG` .. `Vene.LOG_ERROR`, `Vene.LOG_OFF`, or -1 for
+the environment variable VENE_PLUGIN_LOG (default: warnings and errors)."""
+set_log_level(level::Integer) =
+    check(ccall((:vene_set_log_level, libvene), Int32, (Int32,), level))
 
 # ---- Training ----
 

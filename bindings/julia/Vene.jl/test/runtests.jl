@@ -118,4 +118,33 @@ standard(; kw...) = (base=[1, 2, 3, 4], sources=[[5, 6, 7, 8]], locations=[Vene.
         end
         @test all(results[k + 1] == serial[k + 1] for k in 0:7)
     end
+
+    @testset "top-k, log sink, plugin hint" begin
+        iv = Vene.Intervenable(m, VANILLA)
+        r = Vene.run(iv; standard()...)
+        row = tensor(r, "intervened.logits")[1, 3, :]      # position 2 (0-based)
+        order = sortperm(row; rev=true)
+        p = exp.(Float64.(row) .- maximum(row)); p ./= sum(p)
+        for pos in (2, -2)
+            t = top_k(r, 5; position=pos)
+            @test [x.id for x in t] == order[1:5] .- 1      # ids are 0-based
+            @test all(abs(t[i].prob - p[order[i]]) < 1e-6 for i in 1:5)
+        end
+        e = try top_k(r, 5; position=4); nothing catch err; err end
+        @test e isa VeneError && e.status == :not_found
+        @test_throws VeneError token_text(m, 5)             # the fixture has no tokenizer
+
+        Vene.load_plugin(joinpath(@__DIR__, "..", "..", "..", "..", "tests", "fixtures", "plugins", "log_wat.wat"))
+        logged = String[]
+        Vene.set_log_sink((level, who, msg) -> level == Vene.LOG_INFO && push!(logged, msg))
+        Vene.set_log_level(Vene.LOG_INFO)
+        w = Vene.Intervenable(m, """[{"layer": 0, "component": "block_output", "intervention_type": "wasm/log_wat"}]""")
+        Vene.run(w; base=[1, 2, 3, 4])
+        @test !isempty(logged) && logged[end] == "hello from wasm"
+        Vene.set_log_sink(nothing)
+        Vene.set_log_level(-1)
+
+        e = try Vene.Intervenable(m, """[{"layer": 0, "component": "block_output", "intervention_type": "nowhere/x"}]"""); nothing catch err; err end
+        @test e isa VeneError && occursin("vene_plugin_load", e.message)
+    end
 end
