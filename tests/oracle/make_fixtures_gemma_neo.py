@@ -26,6 +26,8 @@ Models:
   gemma3       a Gemma3ForConditionalGeneration (tiny SigLIP vision tower + projector, saved with
                them) whose text_config is like gemma3_text but 2 layers, pattern 2, and linear
                rope_scaling factor 8 on the global layers (as the released 4B/12B/27B configs).
+               Its text_config lists only the keys that differ from Gemma3TextConfig's
+               defaults, as released configs do (a loader must know the defaults).
                Text weights are `language_model.model.*`; the reference is the full model's
                forward on text-only input, sites hooked inside `language_model`.
   gemma_cls    GemmaForSequenceClassification (3 labels, pad_token_id 0): reference
@@ -44,6 +46,7 @@ are broken):
            self_attn's returned weights, after soft-capping, masking and softmax).
 """
 
+import json
 import os
 import sys
 
@@ -253,9 +256,34 @@ def build_gemma3():
     model.eval()
     path = os.path.join(ROOT, "gemma3")
     mf.save_model(model, path)
+    sparse_text_config(path, Gemma3TextConfig)
     ref = mf.run_reference(TextPart(model), lambda m, cap: mf.hooks_llama(m.language_model, cap))
     save_file(ref, os.path.join(path, "reference.safetensors"))
     mf.write_inputs(path)
+    # The sparse config must describe the same model.
+    again = Gemma3ForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
+    again.eval()
+    redo = mf.run_reference(TextPart(again), None, with_sites=False)
+    for k, v in redo.items():
+        assert torch.equal(v, ref[k]), f"gemma3: the sparse config changes {k}"
+
+
+def sparse_text_config(path, text_cls):
+    """Released Gemma 3 configs list only the text_config keys that differ from
+    Gemma3TextConfig's defaults (e.g. gemma-3-4b-it: hidden_size, intermediate_size,
+    num_hidden_layers, rope_scaling, sliding_window): rewrite ours that way, so a loader must
+    know the defaults."""
+    f = os.path.join(path, "config.json")
+    with open(f) as fh:
+        cfg = json.load(fh)
+    defaults = text_cls().to_dict()
+    text = cfg["text_config"]
+    cfg["text_config"] = {
+        k: v for k, v in text.items() if k == "model_type" or k not in defaults or defaults[k] != v
+    }
+    with open(f, "w") as fh:
+        json.dump(cfg, fh, indent=2, sort_keys=True)
+        fh.write("\n")
 
 
 def main():
