@@ -14,6 +14,7 @@ use super::decoder::Decoder;
 use super::head::HeadSpec;
 use super::llama::{build_llama_like, LlamaConfig, LlamaStyle, NormPlacement};
 use super::norm::NormKind;
+use super::ops::Activation;
 use super::rope::{Rope, RopeScaling};
 use crate::config_err;
 use crate::error::Result;
@@ -92,6 +93,10 @@ impl GemmaConfig {
         // Gemma-2/3 read their MLP activation from `hidden_activation`; Gemma from `hidden_act`.
         if model_type != "gemma" {
             let act = obj["hidden_activation"].clone();
+            if let Some(name) = act.as_str() {
+                Activation::parse(name)
+                    .map_err(|e| config_err!("config.json: hidden_activation: {e}"))?;
+            }
             obj.insert("hidden_act".into(), act);
         }
         super::registry::parse(&merged, model_type)
