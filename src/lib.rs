@@ -25,6 +25,7 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{
-    ForwardOptions, ForwardOutput, Hooks, Input, LogitPositions, Model, ModelInfo, NoHooks,
+    ForwardOptions, ForwardOutput, HeadKind, Hooks, Input, LoadOptions, LogitPositions, Model,
+    ModelInfo, NoHooks,
 };
 pub use site::{Component, Site, SiteInfo};

@@ -205,8 +205,13 @@ fn phi3_fused_projections_and_window_match_hf() {
 }
 
 #[test]
+fn phi3_longrope_partial_rotary_matches_hf() {
+    check_parity("phi3_longrope");
+}
+
+#[test]
 fn llama_rope_scaling_matches_hf() {
-    for kind in ["llama3", "linear", "dynamic", "yarn"] {
+    for kind in ["llama3", "linear", "dynamic", "yarn", "yarn_original"] {
         check_parity(&format!("llama_rope_{kind}"));
     }
 }
@@ -236,8 +241,8 @@ fn gemma3_language_model_of_a_multimodal_checkpoint_matches_hf() {
     check_parity("gemma3");
 }
 
-/// Every LM fixture. `llama_rope_dynamic` is left out of the tests that run rows alone: its
-/// rotary base depends on the longest position of a forward.
+/// Every LM fixture but `llama_rope_dynamic` and `phi3_longrope`, left out of the tests that
+/// run rows alone: their rotary frequencies depend on the longest position of a forward.
 const MODELS: [&str; 20] = [
     "gpt2",
     "gpt2_variant",

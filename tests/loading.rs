@@ -213,7 +213,7 @@ fn inconsistent_head_counts_are_errors_not_panics() {
 #[test]
 fn unsupported_options_are_errors() {
     use serde_json::json;
-    let scaling = json!({"rope_type": "longrope", "factor": 2.0});
+    let scaling = json!({"rope_type": "mrope", "factor": 2.0});
     // (fixture, scratch tag, field, value, what the message must name)
     let cases = [
         (
@@ -221,9 +221,9 @@ fn unsupported_options_are_errors() {
             "llama-rope",
             "rope_scaling",
             scaling.clone(),
-            "longrope",
+            "mrope",
         ),
-        ("gpt_neox", "neox-rope", "rope_scaling", scaling, "longrope"),
+        ("gpt_neox", "neox-rope", "rope_scaling", scaling, "mrope"),
         ("llama", "llama-act", "hidden_act", json!("tanh"), "tanh"),
         ("gpt_neox", "neox-act", "hidden_act", json!("tanh"), "tanh"),
         (
@@ -547,4 +547,21 @@ fn gemma3_loads_its_language_model_with_hf_defaults_for_a_sparse_text_config() {
     );
     assert_eq!(info.head, vene::model::HeadKind::CausalLm);
     check_logits("gemma3", "gemma3", 1e-4);
+}
+
+#[test]
+fn load_options_default_to_f32_on_cpu_and_other_dtypes_are_refused() {
+    let opts = vene::LoadOptions::default();
+    assert_eq!(opts.dtype, candle_core::DType::F32);
+    assert!(opts.device.is_cpu());
+    let m = Model::load_with(fixture("qwen3"), &opts).unwrap();
+    assert!(m.device().is_cpu());
+    let f16 = vene::LoadOptions {
+        dtype: candle_core::DType::F16,
+        ..Default::default()
+    };
+    match Model::load_with(fixture("qwen3"), &f16) {
+        Ok(_) => panic!("f16 weights are not supported yet"),
+        Err(e) => assert_mentions(&e.to_string(), &["f32", "F16"]),
+    }
 }

@@ -7,7 +7,7 @@ use super::head::{Head, HeadSpec};
 use super::norm::{Norm, NormKind};
 use super::ops::{self, Activation};
 use crate::error::Result;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,10 +62,10 @@ fn conv1d(
     let n = out_dim / parts;
     (0..parts)
         .map(|j| {
-            Ok(ops::FLinear(Linear::new(
+            Ok(ops::FLinear::new(
                 w.narrow(0, j * n, n)?.contiguous()?,
                 Some(b.narrow(0, j * n, n)?.contiguous()?),
-            )))
+            ))
         })
         .collect()
 }

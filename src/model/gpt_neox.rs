@@ -11,7 +11,7 @@ use super::ops::{self, Activation};
 use super::rope::{Rope, RopeScaling};
 use crate::config_err;
 use crate::error::Result;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +100,7 @@ fn split_qkv(vb: VarBuilder, h: usize, nh: usize, bias: bool) -> Result<Vec<ops:
                 Some(b) => Some(b.narrow(1, j * hd, hd)?.contiguous()?.reshape(h)?),
                 None => None,
             };
-            Ok(ops::FLinear(Linear::new(wj, bj)))
+            Ok(ops::FLinear::new(wj, bj))
         })
         .collect()
 }

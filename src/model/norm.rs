@@ -3,7 +3,7 @@
 
 use super::ops::{LayerNorm, RmsNorm};
 use crate::error::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Which normalization a family uses (read from `<name>.weight` / `<name>.bias`).
@@ -32,8 +32,8 @@ impl Norm {
         Ok(match kind {
             NormKind::LayerNorm => Norm::Layer(LayerNorm::load(vb, dim, eps)?),
             NormKind::LayerNormNoAffine => Norm::Plain(LayerNorm {
-                weight: Tensor::ones(dim, DType::F32, vb.device())?,
-                bias: Tensor::zeros(dim, DType::F32, vb.device())?,
+                weight: Tensor::ones(dim, vb.dtype(), vb.device())?,
+                bias: Tensor::zeros(dim, vb.dtype(), vb.device())?,
                 eps: eps as f32,
             }),
             NormKind::RmsNorm => Norm::Rms(RmsNorm::load(vb, dim, eps)?),

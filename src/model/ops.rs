@@ -77,7 +77,7 @@ pub fn linear(
     } else {
         None
     };
-    Ok(FLinear(Linear::new(w, b)))
+    Ok(FLinear::new(w, b))
 }
 
 /// Additive attention bias (batch, 1, q, past + q): 0 where query i (absolute position
@@ -318,6 +318,12 @@ impl candle_core::Module for FLinear {
 }
 
 impl FLinear {
+    /// A linear from a weight (out, in) and an optional bias. Every architecture builds its
+    /// linears here or through `linear`, so a later storage kind (f16, quantized) changes one
+    /// place.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> FLinear {
+        FLinear(Linear::new(weight, bias))
+    }
     pub fn weight(&self) -> &Tensor {
         self.0.weight()
     }

@@ -5,10 +5,44 @@ use super::attention::AttentionOptions;
 use super::decoder::Decoder;
 use super::head::HeadSpec;
 use super::llama::{build_llama_like, LlamaConfig, LlamaStyle};
+use super::rope::{Rope, RopeScaling};
 use crate::error::Result;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Phi3Config {
+    #[serde(flatten)]
+    pub base: LlamaConfig,
+    /// The pretrained context LongRoPE switches on (Phi-3 128k, Phi-3.5).
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+}
+
+impl Phi3Config {
+    /// Phi-3's rotary: a fraction of each head, LongRoPE when `rope_scaling` asks (its old
+    /// names `su` and `yarn` mean LongRoPE for Phi-3, as transformers reads them).
+    fn rope(&self, vb: &VarBuilder) -> Result<Rope> {
+        let c = &self.base;
+        let mut scaling = c.rope_scaling.clone();
+        if let Some(t) = scaling.as_mut().and_then(|s| s.get_mut("type")) {
+            if t == "su" || t == "yarn" {
+                *t = "longrope".into();
+            }
+        }
+        let scaling = RopeScaling::parse_with_original(
+            scaling.as_ref(),
+            c.max_position_embeddings,
+            self.original_max_position_embeddings,
+        )?;
+        let dim = (c.head_size() as f64 * self.partial_rotary_factor.unwrap_or(1.0)) as usize;
+        Rope::new(dim, c.rope_theta, scaling, vb.device())
+    }
+}
 
 /// One projection stored as rows `[offset, offset + len)` of a fused tensor.
 struct Part {
@@ -82,8 +116,10 @@ impl SimpleBackend for SplitFused {
     }
 }
 
-pub fn build(cfg: &LlamaConfig, head: &HeadSpec, vb: VarBuilder<'static>) -> Result<Decoder> {
+pub fn build(phi: &Phi3Config, head: &HeadSpec, vb: VarBuilder<'static>) -> Result<Decoder> {
+    let cfg = &phi.base;
     cfg.validate()?;
+    let rope = phi.rope(&vb)?;
     let (q, kv) = (
         cfg.num_attention_heads * cfg.head_size(),
         cfg.kv_heads() * cfg.head_size(),
@@ -114,5 +150,5 @@ pub fn build(cfg: &LlamaConfig, head: &HeadSpec, vb: VarBuilder<'static>) -> Res
         rope: Some(0),
         ..AttentionOptions::new(cfg.num_attention_heads, cfg.kv_heads(), cfg.head_size())
     };
-    build_llama_like(cfg, &style, head, vb.clone(), attn, vec![cfg.rope(&vb)?])
+    build_llama_like(cfg, &style, head, vb, attn, vec![rope])
 }

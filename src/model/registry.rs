@@ -1,6 +1,11 @@
 //! The one list of model families vene loads. The loader, `vene info`, the C API's docs, knob
 //! fingerprints and the README's "Model families" table all read it; nothing else keeps a
-//! list. Adding a family is one file with a `build` function plus one entry here.
+//! list.
+//!
+//! Adding a family: one file with its config struct and a `build(cfg, head, vb) -> Decoder`
+//! (Llama-like weight names: `llama::build_llama_like` with a `LlamaStyle` and per-layer
+//! `AttentionOptions`, see qwen3.rs or olmo2.rs; other layouts assemble `decoder::Block`s
+//! themselves, see gpt2.rs), one entry below, and the README table (tests/registry.rs prints it).
 
 use super::decoder::Decoder;
 use super::gemma::{self, GemmaConfig};
@@ -92,7 +97,7 @@ pub static FAMILIES: &[Family] = &[
     Family {
         model_type: "phi3",
         gguf: &[],
-        description: "Phi-3: fused qkv_proj and gate_up_proj (split for the sites)",
+        description: "Phi-3 / 3.5: fused qkv_proj and gate_up_proj (split for the sites), LongRoPE",
         heads: LM,
         build: |c, h, vb| boxed(phi3::build(&parse(c, "phi3")?, h, vb)),
     },

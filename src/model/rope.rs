@@ -35,6 +35,14 @@ pub enum RopeScaling {
         /// Multiplies cos and sin.
         attention_factor: f64,
     },
+    /// Phi-3's LongRoPE: per-frequency divisors, `short` while a forward stays inside
+    /// `original_max` positions, `long` past it; cos and sin scaled.
+    LongRope {
+        short: Vec<f64>,
+        long: Vec<f64>,
+        original_max: usize,
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -42,6 +50,16 @@ impl RopeScaling {
     /// does not implement is an error naming it. `max_positions` is the config's
     /// `max_position_embeddings`.
     pub fn parse(v: Option<&Value>, max_positions: usize) -> Result<RopeScaling> {
+        Self::parse_with_original(v, max_positions, None)
+    }
+
+    /// As `parse`, for configs that also carry a top-level `original_max_position_embeddings`
+    /// (Phi-3), which LongRoPE reads.
+    pub fn parse_with_original(
+        v: Option<&Value>,
+        max_positions: usize,
+        config_original: Option<usize>,
+    ) -> Result<RopeScaling> {
         let Some(v) = v.filter(|v| !v.is_null()) else {
             return Ok(RopeScaling::None);
         };
@@ -99,9 +117,36 @@ impl RopeScaling {
                     attention_factor,
                 }
             }
+            "longrope" => {
+                let list = |key: &str| -> Result<Vec<f64>> {
+                    v.get(key)
+                        .and_then(|l| l.as_array())
+                        .and_then(|l| l.iter().map(|x| x.as_f64()).collect::<Option<Vec<_>>>())
+                        .ok_or_else(|| {
+                            config_err!(
+                                "config.json: rope_scaling of type 'longrope' needs a list of numbers '{key}'"
+                            )
+                        })
+                };
+                let (factor, original_max) = match config_original {
+                    Some(o) => (max_positions as f64 / o as f64, o),
+                    None => (num("factor").unwrap_or(1.0), max_positions),
+                };
+                let attention_factor = num("attention_factor").unwrap_or(if factor <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + factor.ln() / (original_max as f64).ln()).sqrt()
+                });
+                RopeScaling::LongRope {
+                    short: list("short_factor")?,
+                    long: list("long_factor")?,
+                    original_max,
+                    attention_factor,
+                }
+            }
             other => {
                 return Err(config_err!(
-                    "config.json: rope_scaling type '{other}' is not supported (supported: default, linear, dynamic, llama3, yarn)"
+                    "config.json: rope_scaling type '{other}' is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)"
                 ))
             }
         })
@@ -116,7 +161,9 @@ pub struct Rope {
     scaling: RopeScaling,
     /// (1, dim / 2) inverse frequencies; for `Dynamic`, those of short inputs.
     inv_freq: Tensor,
-    /// Multiplies cos and sin (YaRN), else 1.
+    /// LongRoPE's frequencies for forwards past its original context.
+    long_inv_freq: Option<Tensor>,
+    /// Multiplies cos and sin (YaRN, LongRoPE), else 1.
     attention_factor: f64,
 }
 
@@ -159,12 +206,24 @@ impl Rope {
                     yarn_frequencies(dim, base, *factor, *original_max, *beta_fast, *beta_slow);
                 (freqs, *attention_factor)
             }
+            RopeScaling::LongRope {
+                short,
+                attention_factor,
+                ..
+            } => (longrope_frequencies(dim, base, short)?, *attention_factor),
+        };
+        let long_inv_freq = match &scaling {
+            RopeScaling::LongRope { long, .. } => {
+                Some(to_row(&longrope_frequencies(dim, base, long)?, device)?)
+            }
+            _ => None,
         };
         Ok(Rope {
             dim,
             base,
             scaling,
             inv_freq: to_row(&freqs, device)?,
+            long_inv_freq,
             attention_factor,
         })
     }
@@ -194,6 +253,13 @@ impl Rope {
                     self.inv_freq.clone()
                 }
             }
+            RopeScaling::LongRope { original_max, .. } => {
+                let seq_len = positions.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize + 1;
+                match &self.long_inv_freq {
+                    Some(long) if seq_len > *original_max => long.clone(),
+                    _ => self.inv_freq.clone(),
+                }
+            }
             _ => self.inv_freq.clone(),
         };
         let pos = positions.to_dtype(DType::F32)?.reshape((b * s, 1))?;
@@ -220,6 +286,22 @@ fn inverse_frequencies(dim: usize, base: f64) -> Vec<f32> {
     (0..dim / 2)
         .map(|i| 1.0 / base.powf(2.0 * i as f64 / dim as f64) as f32)
         .collect()
+}
+
+/// LongRoPE: 1 / (factor_i * base^(2i / dim)), one factor per rotary frequency.
+fn longrope_frequencies(dim: usize, base: f64, factors: &[f64]) -> Result<Vec<f32>> {
+    if factors.len() != dim / 2 {
+        return Err(config_err!(
+            "config.json: rope_scaling lists {} factors, but the rotary dimension {dim} needs {}",
+            factors.len(),
+            dim / 2
+        ));
+    }
+    Ok(factors
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| 1.0 / (x as f32 * base.powf(2.0 * i as f64 / dim as f64) as f32))
+        .collect())
 }
 
 fn llama3_frequencies(

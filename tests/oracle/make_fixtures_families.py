@@ -14,7 +14,10 @@ Models:
   olmo           LayerNorm without parameters, clip_qkv 0.6 (clamps many q/k/v values)
   olmo2          RMSNorm after attention and MLP, q/k RMSNorm over the whole projection
   phi3           fused qkv_proj / gate_up_proj, sliding_window 3 (shorter than the batch)
-  llama_rope_llama3, llama_rope_linear, llama_rope_dynamic, llama_rope_yarn
+  phi3_longrope  LongRoPE (long factors: the batch is past original_max_position_embeddings 4)
+                 on half of each head (partial_rotary_factor 0.5)
+  llama_rope_llama3, llama_rope_linear, llama_rope_dynamic, llama_rope_yarn,
+  llama_rope_yarn_original
                  Llama with rope_scaling; dynamic has max_position_embeddings 4, so the 6-token
                  batch grows the base
   gpt2_cls, llama_cls, qwen2_cls
@@ -124,6 +127,22 @@ def main():
     )
     build("phi3", phi3, hooks_phi3, seed=34)
 
+    # LongRoPE on half of each head: the 6-token batch is past the 4-token original context,
+    # so the long factors apply (and cos/sin are scaled by sqrt(1 + ln 8 / ln 4)).
+    longrope = dict(type="longrope", short_factor=[1.0, 1.5], long_factor=[1.5, 6.0])
+    phi3_longrope = Phi3ForCausalLM(
+        eager(
+            Phi3Config,
+            pad_token_id=0,
+            tie_word_embeddings=False,
+            partial_rotary_factor=0.5,
+            original_max_position_embeddings=4,
+            rope_scaling=longrope,
+            **llama_cfg,
+        )
+    )
+    build("phi3_longrope", phi3_longrope, hooks_phi3, seed=40)
+
     scalings = {
         # head_dim 8: wavelengths 6.3, 63, 628, 6283; with a 16-token original context the
         # first is blended (between 16/4 and 16/1), the others are divided by the factor.
@@ -132,6 +151,8 @@ def main():
         "linear": dict(rope_type="linear", factor=2.0),
         "dynamic": dict(rope_type="dynamic", factor=2.0),
         "yarn": dict(rope_type="yarn", factor=4.0),
+        # transformers >= 4.50: with the pretrained context given, factor = 32 / 8.
+        "yarn_original": dict(rope_type="yarn", factor=2.0, original_max_position_embeddings=8),
     }
     for i, (kind, scaling) in enumerate(scalings.items()):
         kw = dict(llama_cfg, rope_scaling=scaling)

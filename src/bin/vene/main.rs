@@ -47,6 +47,9 @@ enum Command {
         /// The same, as an option.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// List the model families vene loads (its registry) instead of describing a model.
+        #[arg(long, conflicts_with_all = ["path", "model"])]
+        families: bool,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -122,11 +125,44 @@ fn run(cli: Cli) -> vene::Result<()> {
         Command::Patch(args) => patch::run(args)?,
         Command::Steer(args) => steer::run(args)?,
         Command::DemoDas(args) => demo_das::run(args)?,
-        Command::Info { path, model, json } => {
+        Command::Info {
+            families: true,
+            json,
+            ..
+        } => print_families(json)?,
+        Command::Info {
+            path, model, json, ..
+        } => {
             let m = open_model(path.or(model))?;
             print_info(&m, json)?;
         }
         Command::Generate(args) => generate::run(args)?,
+    }
+    Ok(())
+}
+
+/// The registry: every `model_type` with its heads and GGUF names.
+fn print_families(json: bool) -> vene::Result<()> {
+    let families = vene::model::registry::FAMILIES;
+    if json {
+        let v: Vec<serde_json::Value> = families
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "model_type": f.model_type,
+                    "description": f.description,
+                    "heads": f.heads,
+                    "gguf": f.gguf,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for f in families {
+        let heads: Vec<&str> = f.heads.iter().map(|h| h.describe()).collect();
+        println!("{:<10} {}", f.model_type, f.description);
+        println!("{:<10} heads: {}", "", heads.join(", "));
     }
     Ok(())
 }
