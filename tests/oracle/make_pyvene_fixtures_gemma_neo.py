@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""pyvene oracle cases for gpt_neo, gemma and gemma2, by running REAL pyvene 0.1.8 on the tiny
-models of tests/fixtures/hf/{gpt_neo,gemma,gemma2} (built by make_fixtures_gemma_neo.py).
+"""pyvene oracle cases for gpt_neo, gemma, gemma2 and GemmaForSequenceClassification, by running
+REAL pyvene 0.1.8 on the tiny models of tests/fixtures/hf/{gpt_neo,gemma,gemma2,gemma_cls} (built
+by make_fixtures_gemma_neo.py).
 
 How to run (from the repository root; transformers 4.48.2, the version pyvene 0.1.8 pins):
 
@@ -39,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_pyvene_fixtures as pf  # noqa: E402
 from pyvene.models import intervenable_modelcard as card  # noqa: E402
 from transformers import Gemma2ForCausalLM, GemmaForCausalLM, GPTNeoForCausalLM  # noqa: E402
+from transformers import GemmaForSequenceClassification  # noqa: E402
 
 case, rep, full = pf.case, pf.rep, pf.full
 SRC, SRC_B, BASE = pf.SRC, pf.SRC_B, pf.BASE
@@ -74,6 +76,9 @@ def correct_pyvene_tables():
         paths[comp] = (path.replace(".attn.", ".attn.attention."), *rest)
     card.type_to_dimension_mapping[GPTNeoForCausalLM]["n_head"] = ("num_heads",)
     card.type_to_dimension_mapping[GemmaForCausalLM]["head_value_output"] = ("head_dim",)
+    # GemmaForSequenceClassification shares GemmaForCausalLM's dimension table (one dict).
+    assert (card.type_to_dimension_mapping[GemmaForSequenceClassification]
+            is card.type_to_dimension_mapping[GemmaForCausalLM])
     for cls in (GemmaForCausalLM, Gemma2ForCausalLM):
         dims = card.type_to_dimension_mapping[cls]
         for comp in GEMMA_WIDTH:
@@ -186,7 +191,46 @@ for family, n_layers in FAMILIES.items():
             tensors={"steer": ("randn", [32], 6.0)},
             generate={"max_new_tokens": 6, "do_sample": False, "intervene_on_prompt": True})
 
+# 7. GemmaForSequenceClassification (tests/fixtures/hf/gemma_cls): every component at the last
+#    position, whose score is the output, a padded batch and an Addition.
+CLS_POS = [[5], [5]]
+for i, comp in enumerate(COMPONENTS):
+    layer = i % 2
+    if comp.startswith("head_"):
+        heads = [[1], [0]] if comp in KV_SPLIT else [[1], [3]]
+        loc, unit = full([heads, SRC_POS], [heads, CLS_POS]), "h.pos"
+    else:
+        loc, unit = full(SRC_POS, CLS_POS), "pos"
+    c_name = f"gn_component_gemma_cls_{comp}"
+    case(c_name, f"gemma_cls {comp} (layer {layer}, unit {unit}): Vanilla interchange into the "
+         "scored last position", [rep(layer, comp, unit=unit)], model="gemma_cls",
+         sources=[SRC], unit_locations=loc, output_original_output=(i == 0),
+         **({"note": NOTES["gemma"][1]} if comp in NOTES["gemma"][0] else {}))
+case("gn_gemma_cls_right_padded", "gemma_cls: right-padded base batch (the score is read at "
+     "each row's last non-padding token), Vanilla on block_output of layer 1",
+     [rep(1, "block_output")], model="gemma_cls",
+     base=[[21, 92, 57, 86, 67, 15], [53, 36, 16, 49, 0, 0]],
+     mask=[[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], sources=[SRC],
+     unit_locations=full([[2], [1]], [[5], [3]]))
+case("gn_gemma_cls_addition", "gemma_cls: Addition of a constant vector at the last position",
+     [rep(0, "mlp_output", "AdditionIntervention")], model="gemma_cls",
+     unit_locations={"base": 5}, source_representations="steer",
+     tensors={"steer": ("randn", [32], 2.0)})
+
 MINE = pf.CASES[FIRST:]
+
+
+def load_model(family):
+    """pf.load_model, with classifier fixtures (`*_cls`) loaded as classifiers."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if family.endswith("_cls") else AutoModelForCausalLM
+    m = auto.from_pretrained(os.path.join(pf.HF, family), attn_implementation="eager")
+    m.eval()
+    return m
+
+
+pf.load_model = load_model
 
 
 # --------------------------------------------------------------------------------------------
