@@ -506,6 +506,13 @@ fn gpt_neo_and_gemma_config_errors_name_the_field() {
             "sliding_window",
         ),
         (
+            "gemma3_text",
+            "g3-bidirectional",
+            "use_bidirectional_attention",
+            json!(true),
+            "causal",
+        ),
+        (
             "gemma2",
             "g2-act",
             "hidden_activation",
@@ -547,6 +554,32 @@ fn gemma3_loads_its_language_model_with_hf_defaults_for_a_sparse_text_config() {
     );
     assert_eq!(info.head, vene::model::HeadKind::CausalLm);
     check_logits("gemma3", "gemma3", 1e-4);
+}
+
+#[test]
+fn gemma3_layer_types_as_newer_configs_write_them_give_the_same_model() {
+    use serde_json::json;
+    // transformers >= 4.53 writes `layer_types` and `_sliding_window_pattern`.
+    let s = with_config(
+        "gemma3_text",
+        "g3-layer-types-ok",
+        &[
+            (
+                "layer_types",
+                json!(["sliding_attention", "sliding_attention", "full_attention"]),
+            ),
+            ("_sliding_window_pattern", json!(3)),
+        ],
+    );
+    let p = s.path().join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("sliding_window_pattern");
+    std::fs::write(&p, v.to_string()).unwrap();
+    let (input, mask) = batch("gemma3_text", "left");
+    let got = Model::load(s.path()).unwrap().logits(&input).unwrap();
+    let want = &reference("gemma3_text")["left/logits"];
+    assert!(logits_diff(&got, want, &mask) <= 1e-4);
 }
 
 #[test]

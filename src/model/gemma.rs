@@ -33,8 +33,9 @@ pub struct GemmaConfig {
     pub attn_logit_softcapping: Option<f64>,
     #[serde(default)]
     pub final_logit_softcapping: Option<f64>,
-    /// Gemma-3: every this-many-th layer is global, the others slide.
-    #[serde(default, alias = "_sliding_window_pattern")]
+    /// Gemma-3: every this-many-th layer is global, the others slide (newer configs call it
+    /// `_sliding_window_pattern`, beside `layer_types`).
+    #[serde(default)]
     pub sliding_window_pattern: Option<usize>,
     /// Newer configs list each layer's kind: `sliding_attention` or `full_attention`.
     #[serde(default)]
@@ -87,7 +88,18 @@ impl GemmaConfig {
         let mut merged = defaults(model_type);
         let obj = merged.as_object_mut().expect("an object literal");
         for (k, v) in given {
-            obj.insert(k.clone(), v.clone());
+            let k = if k == "_sliding_window_pattern" {
+                "sliding_window_pattern"
+            } else {
+                k
+            };
+            obj.insert(k.to_string(), v.clone());
+        }
+        // EmbeddingGemma-style checkpoints attend both ways: not a causal language model.
+        if obj.get("use_bidirectional_attention") == Some(&json!(true)) {
+            return Err(config_err!(
+                "config.json: use_bidirectional_attention is true; vene runs Gemma as a causal language model only"
+            ));
         }
         obj.insert("model_type".into(), json!(model_type));
         // Gemma-2/3 read their MLP activation from `hidden_activation`; Gemma from `hidden_act`.
