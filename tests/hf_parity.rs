@@ -241,6 +241,27 @@ fn gemma3_language_model_of_a_multimodal_checkpoint_matches_hf() {
     check_parity("gemma3");
 }
 
+#[test]
+fn gemma_given_embeddings_are_scaled_as_in_hf() {
+    // Gemma and Gemma-2 scale given embeddings by sqrt(hidden) as well; Gemma-3 does not.
+    for name in ["gemma", "gemma2", "gemma3_text"] {
+        let model = load(name);
+        let refs = reference(name);
+        for side in SIDES {
+            let b = batch(name, side);
+            let input = Input::from_embeds(refs[&format!("{side}/embeds")].clone())
+                .with_mask(b.input.attention_mask.clone().unwrap());
+            let got = model.logits(&input).unwrap();
+            let want = &refs[&format!("{side}/logits_embeds")];
+            let d = masked_diff(&got, want, &b.mask, 1, "logits");
+            assert!(
+                d <= TOL,
+                "{name} {side}: logits from embeddings differ by {d}"
+            );
+        }
+    }
+}
+
 /// Every LM fixture but `llama_rope_dynamic` and `phi3_longrope`, left out of the tests that
 /// run rows alone: their rotary frequencies depend on the longest position of a forward.
 const MODELS: [&str; 20] = [

@@ -167,6 +167,9 @@ pub struct Decoder {
     pub embed: Tensor,
     /// Multiplies the embeddings (Gemma: sqrt(hidden), rounded to f32 as transformers does).
     pub embed_scale: Option<f64>,
+    /// Whether `embed_scale` also multiplies embeddings given instead of ids (Gemma, Gemma-2:
+    /// yes; Gemma-3 scales inside its embedding layer, so given embeddings enter unscaled).
+    pub scale_given_embeds: bool,
     /// (max_positions, hidden) learned absolute positions added to the embeddings (GPT-2).
     pub positions: Option<Tensor>,
     pub blocks: Vec<Block>,
@@ -215,6 +218,7 @@ impl Decoder {
             sizes,
             embed,
             embed_scale,
+            scale_given_embeds: true,
             positions,
             blocks,
             final_norm,
@@ -236,7 +240,11 @@ impl Decoder {
             }
             (None, None) => unreachable!("checked by batch_seq"),
         };
-        if let Some(scale) = self.embed_scale {
+        let given = input.embeds.is_some();
+        if let Some(scale) = self
+            .embed_scale
+            .filter(|_| !given || self.scale_given_embeds)
+        {
             // transformers multiplies by the scale as a tensor of the model's dtype.
             x = (x * (scale as f32) as f64)?;
         }

@@ -200,7 +200,9 @@ pub fn build(cfg: &GemmaConfig, head: &HeadSpec, vb: VarBuilder) -> Result<Decod
             ..AttentionOptions::new(c.num_attention_heads, c.kv_heads(), c.head_size())
         });
     }
-    build_llama_like(c, &style, head, vb, |i| layers[i].clone(), ropes)
+    let mut decoder = build_llama_like(c, &style, head, vb, |i| layers[i].clone(), ropes)?;
+    decoder.scale_given_embeds = !gemma3;
+    Ok(decoder)
 }
 
 /// `gemma3` (`Gemma3ForConditionalGeneration`): the language model from `text_config` and the

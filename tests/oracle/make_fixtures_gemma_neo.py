@@ -30,6 +30,8 @@ Models:
                defaults, as released configs do (a loader must know the defaults).
                Text weights are `language_model.model.*`; the reference is the full model's
                forward on text-only input, sites hooked inside `language_model`.
+  gemma, gemma2, gemma3_text also hold `<side>/embeds` (random embeddings) and
+               `<side>/logits_embeds` (HF's logits for them, given as inputs_embeds).
   gemma_cls    GemmaForSequenceClassification (3 labels, pad_token_id 0): reference
                `<side>/logits` is HF's pooled (batch, 3) output (the score row of each row's last
                non-padding token), `<side>/scores` the score layer at every position
@@ -102,7 +104,7 @@ def hooks_gpt_neo(model, cap):
             )
 
 
-def build(name, model, hook_fn, seed, gemma_norms=False):
+def build(name, model, hook_fn, seed, gemma_norms=False, embeds=False):
     mf.randomize(model, seed)
     if gemma_norms:
         gemma_norms_near_zero(model, seed + 1000)
@@ -110,9 +112,26 @@ def build(name, model, hook_fn, seed, gemma_norms=False):
     path = os.path.join(ROOT, name)
     mf.save_model(model, path)
     ref = mf.run_reference(model, hook_fn)
+    if embeds:
+        ref.update(from_embeds(model))
     save_file(ref, os.path.join(path, "reference.safetensors"))
     mf.write_inputs(path)
     return model, ref
+
+
+def from_embeds(model):
+    """Logits for embeddings given instead of ids (`<side>/embeds`, `<side>/logits_embeds`):
+    Gemma and Gemma-2 scale given embeddings by sqrt(hidden) too, Gemma-3 only scales inside its
+    embedding layer, so given embeddings enter unscaled."""
+    out = {}
+    g = torch.Generator().manual_seed(99)
+    for side, (ids, mask, pos) in mf.batches().items():
+        embeds = torch.randn(ids.shape + (model.config.hidden_size,), generator=g) * 0.5
+        with torch.no_grad():
+            res = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+        out[f"{side}/embeds"] = embeds.contiguous()
+        out[f"{side}/logits_embeds"] = res.logits.detach().to(torch.float32).contiguous()
+    return out
 
 
 def gemma_common(layers=2):
@@ -167,7 +186,7 @@ def build_old():
     build("gpt_neo", neo, hooks_gpt_neo, seed=31)
 
     gemma = GemmaForCausalLM(mf.eager(GemmaConfig, hidden_act="gelu_pytorch_tanh", **gemma_common()))
-    build("gemma", gemma, mf.hooks_llama, seed=32, gemma_norms=True)
+    build("gemma", gemma, mf.hooks_llama, seed=32, gemma_norms=True, embeds=True)
 
     gemma2 = Gemma2ForCausalLM(
         mf.eager(
@@ -180,7 +199,7 @@ def build_old():
             **gemma_common(),
         )
     )
-    _, ref = build("gemma2", gemma2, mf.hooks_llama, seed=33, gemma_norms=True)
+    _, ref = build("gemma2", gemma2, mf.hooks_llama, seed=33, gemma_norms=True, embeds=True)
     # The caps must bite, or the test could not tell capping from none.
     assert ref["left/logits"].abs().max() > 1.5, "final soft-cap has no effect"
 
@@ -226,7 +245,7 @@ def build_gemma3():
     )
     cfg = mf.eager(Gemma3TextConfig, sliding_window=4, sliding_window_pattern=3, **text)
     g3 = Gemma3ForCausalLM(cfg)
-    build("gemma3_text", g3, mf.hooks_llama, seed=35, gemma_norms=True)
+    build("gemma3_text", g3, mf.hooks_llama, seed=35, gemma_norms=True, embeds=True)
 
     text_cfg = Gemma3TextConfig(
         **{**text, "num_hidden_layers": 2},
