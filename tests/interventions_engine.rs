@@ -207,6 +207,11 @@ fn cached_decoding_matches_full_forward() {
         "llama_rope_linear",
         "llama_rope_yarn",
         "llama_rope_yarn_original",
+        "gpt_neo",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "gemma3",
     ] {
         let model = Model::load(fixture(name)).unwrap();
         let prompt = Input::padded(

@@ -380,6 +380,14 @@ fn gradients_through_olmo_olmo2_phi3() {
     }
 }
 
+/// Gemma-3: sandwich norms, (1 + w) RMSNorm, per-head q/k norms, two rotary bases, scaled
+/// embeddings. (gpt_neo and gemma2 pass every largest-entry check too, but one directional
+/// finite difference each is a single f32 step of their larger losses, outside this bound.)
+#[test]
+fn gradients_through_gemma3() {
+    run(hf("gemma3_text"));
+}
+
 #[test]
 fn gradients_through_mlp() {
     run(mlp());

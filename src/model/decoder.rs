@@ -167,6 +167,9 @@ pub struct Decoder {
     pub embed: Tensor,
     /// Multiplies the embeddings (Gemma: sqrt(hidden), rounded to f32 as transformers does).
     pub embed_scale: Option<f64>,
+    /// Whether `embed_scale` also multiplies embeddings given instead of ids (Gemma, Gemma-2:
+    /// yes; Gemma-3 scales inside its embedding layer, so given embeddings enter unscaled).
+    pub scale_given_embeds: bool,
     /// (max_positions, hidden) learned absolute positions added to the embeddings (GPT-2).
     pub positions: Option<Tensor>,
     pub blocks: Vec<Block>,
@@ -215,6 +218,7 @@ impl Decoder {
             sizes,
             embed,
             embed_scale,
+            scale_given_embeds: true,
             positions,
             blocks,
             final_norm,
@@ -236,7 +240,11 @@ impl Decoder {
             }
             (None, None) => unreachable!("checked by batch_seq"),
         };
-        if let Some(scale) = self.embed_scale {
+        let given = input.embeds.is_some();
+        if let Some(scale) = self
+            .embed_scale
+            .filter(|_| !given || self.scale_given_embeds)
+        {
             // transformers multiplies by the scale as a tensor of the model's dtype.
             x = (x * (scale as f32) as f64)?;
         }
@@ -285,18 +293,29 @@ impl Architecture for Decoder {
             .iter()
             .map(|r| r.at(&positions))
             .collect::<Result<_>>()?;
-        // One mask per distinct window.
-        let mut biases: HashMap<Option<usize>, Tensor> = HashMap::new();
+        // One mask per distinct window (and padding-row rule).
+        let mask_kind =
+            |o: &super::attention::AttentionOptions| (o.window, o.pad_rows_attend_causally);
+        let mut biases: HashMap<(Option<usize>, bool), Tensor> = HashMap::new();
         for blk in &self.blocks {
-            let w = blk.attn.opts.window;
-            if let std::collections::hash_map::Entry::Vacant(e) = biases.entry(w) {
-                e.insert(ops::attention_bias(mask.as_ref(), b, s, past, w, dev)?);
+            let (w, causal_pad_rows) = mask_kind(&blk.attn.opts);
+            if let std::collections::hash_map::Entry::Vacant(e) = biases.entry((w, causal_pad_rows))
+            {
+                e.insert(ops::attention_bias_with(
+                    mask.as_ref(),
+                    b,
+                    s,
+                    past,
+                    w,
+                    causal_pad_rows,
+                    dev,
+                )?);
             }
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             let o = &blk.attn.opts;
             let inputs = AttentionInputs {
-                bias: &biases[&o.window],
+                bias: &biases[&mask_kind(o)],
                 rotary: o.rope.map(|r| &rotary[r]),
                 differentiable: opts.differentiable,
             };
