@@ -44,31 +44,51 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
         ));
     }
     let vb = weights(dir)?;
+    let arch = architecture_from_config(&cfg, vb, &cfg_path).map_err(|e| weights_err(dir, e))?;
+    let (tok, special) = match tokenizer::load_dir_tokenizer(dir)? {
+        Some((t, s)) => (Some(t), s),
+        None => (None, Default::default()),
+    };
+    let special = tokenizer::special_from_config(&cfg, special);
+    Ok(Model::new(arch, tok, special, dir.display().to_string()))
+}
+
+/// Builds the architecture a Hugging Face `config.json` describes from weights with Hugging
+/// Face's names. `cfg_path` names the config in errors (a GGUF file passes itself).
+pub(crate) fn architecture_from_config(
+    cfg: &serde_json::Value,
+    vb: VarBuilder<'static>,
+    cfg_path: &Path,
+) -> Result<Box<dyn Architecture>> {
+    let model_type = cfg
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::file(cfg_path, "missing the field 'model_type'"))?;
     let parse =
-        |what: &str| -> Error { Error::file(&cfg_path, format!("not a valid {what} config")) };
-    let arch: Box<dyn Architecture> = match model_type.as_str() {
+        |what: &str| -> Error { Error::file(cfg_path, format!("not a valid {what} config")) };
+    let arch: Box<dyn Architecture> = match model_type {
         "gpt2" => {
             let c: Gpt2Config = serde_json::from_value(cfg.clone())
-                .map_err(|e| Error::file(&cfg_path, format!("gpt2 config: {e}")))?;
-            Box::new(Gpt2::load(c, vb).map_err(|e| weights_err(dir, e))?)
+                .map_err(|e| Error::file(cfg_path, format!("gpt2 config: {e}")))?;
+            Box::new(Gpt2::load(c, vb)?)
         }
         "gpt_neox" => {
             let c: NeoxConfig = serde_json::from_value(cfg.clone())
-                .map_err(|e| Error::file(&cfg_path, format!("gpt_neox config: {e}")))?;
-            Box::new(GptNeox::load(c, vb).map_err(|e| weights_err(dir, e))?)
+                .map_err(|e| Error::file(cfg_path, format!("gpt_neox config: {e}")))?;
+            Box::new(GptNeox::load(c, vb)?)
         }
         "llama" | "mistral" | "qwen2" => {
             let c: LlamaConfig = serde_json::from_value(cfg.clone())
-                .map_err(|e| Error::file(&cfg_path, format!("{model_type} config: {e}")))?;
-            Box::new(Llama::load(c, vb).map_err(|e| weights_err(dir, e))?)
+                .map_err(|e| Error::file(cfg_path, format!("{model_type} config: {e}")))?;
+            Box::new(Llama::load(c, vb)?)
         }
         "mlp" => {
             let c: MlpConfig = serde_json::from_value(cfg.clone()).map_err(|_| parse("mlp"))?;
-            Box::new(MlpClassifier::load(c, vb).map_err(|e| weights_err(dir, e))?)
+            Box::new(MlpClassifier::load(c, vb)?)
         }
         other => {
             return Err(Error::file(
-                &cfg_path,
+                cfg_path,
                 format!(
                     "unknown model_type '{other}'; supported: {}",
                     SUPPORTED_TYPES.join(", ")
@@ -76,12 +96,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
             ))
         }
     };
-    let (tok, special) = match tokenizer::load_dir_tokenizer(dir)? {
-        Some((t, s)) => (Some(t), s),
-        None => (None, Default::default()),
-    };
-    let special = tokenizer::special_from_config(&cfg, special);
-    Ok(Model::new(arch, tok, special, dir.display().to_string()))
+    Ok(arch)
 }
 
 /// Names the directory in tensor errors raised while building a model from its weights

@@ -11,6 +11,7 @@ pub mod load;
 pub mod mlp;
 pub mod ops;
 pub mod tokenizer;
+pub mod tokenizer_spm;
 
 pub use cache::KvCache;
 pub use hooks::{Hooks, NoHooks, Recorder};
