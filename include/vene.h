@@ -509,7 +509,8 @@ typedef struct vene_model_info {
    */
   uint32_t has_tokenizer;
   /**
-   * `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+   * The family's `model_type` as vene's model registry names it (`gpt2`, `llama`, `qwen3`,
+   * `mlp`, ...; `vene info` and the README's "Model families" table list them all).
    */
   const char *model_type;
   /**

@@ -41,7 +41,8 @@ const FORMAT: &str = "vene.knob";
 /// What a knob records about the model it was made for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
-    /// `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+    /// The family's `model_type` as vene's model registry names it (`gpt2`, `llama`, `qwen3`,
+    /// `mlp`, ...; `vene info` and the README's "Model families" table list them all).
     pub architecture: String,
     pub hidden_size: usize,
     pub n_layers: usize,
@@ -59,6 +60,13 @@ impl Fingerprint {
 
     /// An error that says what differs when `model` is not the kind of model the knob is for.
     pub fn check(&self, model: &Model) -> Result<()> {
+        if crate::model::registry::find(&self.architecture).is_none() {
+            return Err(invalid!(
+                "this knob was made for a '{}' model, an architecture this build of vene does not know (it knows: {})",
+                self.architecture,
+                crate::model::registry::model_types().join(", ")
+            ));
+        }
         let m = Fingerprint::of(model);
         let mut why = Vec::new();
         if m.architecture != self.architecture {

@@ -17,10 +17,14 @@ use vene::{Input, Model};
 const TOL: f32 = 1e-4;
 
 /// Every family with a GGUF twin of its tiny HF fixture.
-const FAMILIES: &[&str] = &["llama", "qwen2", "gpt2", "gpt_neox"];
+const FAMILIES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "gpt2", "gpt_neox",
+];
 /// Those whose GGUF holds the HF directory's model unchanged (the Gemma 2/3 fixtures use
 /// settings GGUF cannot express and were rebuilt for it by the script).
-const SAME_AS_DIR: &[&str] = &["llama", "qwen2", "gpt2", "gpt_neox"];
+const SAME_AS_DIR: &[&str] = &[
+    "llama", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "gpt2", "gpt_neox",
+];
 
 fn gguf_fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -213,7 +213,7 @@ fn inconsistent_head_counts_are_errors_not_panics() {
 #[test]
 fn unsupported_options_are_errors() {
     use serde_json::json;
-    let scaling = json!({"rope_type": "linear", "factor": 2.0});
+    let scaling = json!({"rope_type": "longrope", "factor": 2.0});
     // (fixture, scratch tag, field, value, what the message must name)
     let cases = [
         (
@@ -221,9 +221,9 @@ fn unsupported_options_are_errors() {
             "llama-rope",
             "rope_scaling",
             scaling.clone(),
-            "linear",
+            "longrope",
         ),
-        ("gpt_neox", "neox-rope", "rope_scaling", scaling, "linear"),
+        ("gpt_neox", "neox-rope", "rope_scaling", scaling, "longrope"),
         ("llama", "llama-act", "hidden_act", json!("tanh"), "tanh"),
         ("gpt_neox", "neox-act", "hidden_act", json!("tanh"), "tanh"),
         (
@@ -248,15 +248,8 @@ fn unknown_model_type_lists_supported_types() {
         .unwrap()
         .replace("\"model_type\": \"gpt2\"", "\"model_type\": \"bert\"");
     std::fs::write(&p, text).unwrap();
-    let needles = [
-        "config.json",
-        "bert",
-        "gpt2",
-        "gpt_neox",
-        "llama",
-        "mistral",
-        "qwen2",
-    ];
+    let mut needles = vec!["config.json", "bert"];
+    needles.extend(vene::model::registry::model_types());
     assert_mentions(&load_err(s.path()), &needles);
     // Even without weights, the type is the problem reported.
     std::fs::remove_file(s.path().join("model.safetensors")).unwrap();
@@ -430,4 +423,44 @@ fn unknown_component_and_layer_out_of_range_are_errors() {
     assert!(model
         .check_site(Site::new(1, Component::BlockOutput))
         .is_ok());
+}
+
+#[test]
+fn architectures_pick_the_head_and_unknown_heads_are_refused() {
+    use serde_json::json;
+    // A bare model: hidden states, no logits.
+    let s = with_config(
+        "llama",
+        "llama-bare",
+        &[("architectures", json!(["LlamaModel"]))],
+    );
+    let m = Model::load(s.path()).unwrap();
+    assert_eq!(m.info().head, vene::model::HeadKind::None);
+    let input = vene::Input::from_tokens(&[3, 4, 5], m.device()).unwrap();
+    let out = m
+        .forward(&input, &mut vene::NoHooks, &Default::default())
+        .unwrap();
+    assert!(out.logits.is_none(), "a bare model has no logits");
+    assert_eq!(out.hidden.dims(), &[1, 3, 32]);
+    // Heads vene does not implement are named, never loaded as something else.
+    for (name, class) in [
+        ("gpt2", "GPT2ForTokenClassification"),
+        ("gpt2", "GPT2DoubleHeadsModel"),
+        ("llama", "LlamaForQuestionAnswering"),
+        ("gpt_neox", "GPTNeoXForSequenceClassification"),
+    ] {
+        let s = with_config(
+            name,
+            &format!("head-{class}"),
+            &[("architectures", json!([class]))],
+        );
+        assert_mentions(&load_err(s.path()), &["config.json", class]);
+    }
+    // A classifier whose score layer is missing is an error, not an LM.
+    let s = with_config(
+        "gpt2",
+        "gpt2-cls-noscore",
+        &[("architectures", json!(["GPT2ForSequenceClassification"]))],
+    );
+    assert_mentions(&load_err(s.path()), &["score.weight"]);
 }

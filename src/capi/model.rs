@@ -133,7 +133,8 @@ pub struct vene_model_info {
     pub struct_size: u32,
     /// 1 when the model has a tokenizer (`vene_tokenize` works), else 0.
     pub has_tokenizer: u32,
-    /// `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+    /// The family's `model_type` as vene's model registry names it (`gpt2`, `llama`, `qwen3`,
+    /// `mlp`, ...; `vene info` and the README's "Model families" table list them all).
     pub model_type: *const c_char,
     /// The path the model was loaded from.
     pub source: *const c_char,

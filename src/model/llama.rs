@@ -1,14 +1,16 @@
 //! The Llama family: `llama`, `mistral` and `qwen2` (RMSNorm, SiLU-gated MLP, rotary, GQA,
-//! optional q/k/v biases, tied or untied embeddings, optional sliding window).
+//! optional q/k/v biases, tied or untied embeddings, optional sliding window, rope scaling),
+//! and the weight layout (`model.layers.N.self_attn.q_proj`, ...) that the other Llama-like
+//! families (Qwen3, OLMo, OLMo-2, Gemma) share: they build through `build_llama_like`.
 
-use super::cache::{self, KvCache};
-use super::hooks::{apply, Hooks};
-use super::ops::{self, RmsNorm, Rotary};
-use super::{count_params, lm_head, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
+use super::attention::{Attention, AttentionOptions, QkNorms};
+use super::decoder::{Block, Decoder, DecoderSizes, Mlp};
+use super::head::{Head, HeadSpec};
+use super::norm::{Norm, NormKind};
+use super::ops::{self, Activation};
+use super::rope::{Rope, RopeScaling};
 use crate::config_err;
 use crate::error::Result;
-use crate::site::{decoder_sites, Component, DecoderShape, Site, SiteInfo};
-use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -71,7 +73,7 @@ impl LlamaConfig {
     }
     pub fn head_size(&self) -> usize {
         self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
     fn qkv_bias(&self) -> bool {
         self.model_type == "qwen2" || self.attention_bias
@@ -86,21 +88,8 @@ impl LlamaConfig {
             _ => self.sliding_window,
         }
     }
-    fn validate(&self) -> Result<()> {
-        if self.hidden_act != "silu" {
-            return Err(config_err!(
-                "config.json: hidden_act '{}' is not supported for {} (only 'silu')",
-                self.hidden_act,
-                self.model_type
-            ));
-        }
-        if let Some(s) = &self.rope_scaling {
-            if !s.is_null() {
-                return Err(config_err!(
-                    "config.json: rope_scaling {s} is not supported yet; only plain rotary embeddings"
-                ));
-            }
-        }
+    /// Checks the head counts; the error names config.json and the field.
+    pub fn validate(&self) -> Result<()> {
         if self.num_attention_heads == 0
             || self.kv_heads() == 0
             || !self.num_attention_heads.is_multiple_of(self.kv_heads())
@@ -113,189 +102,226 @@ impl LlamaConfig {
         }
         Ok(())
     }
-}
-
-struct Layer {
-    input_norm: RmsNorm,
-    q: ops::FLinear,
-    k: ops::FLinear,
-    v: ops::FLinear,
-    o: ops::FLinear,
-    post_norm: RmsNorm,
-    gate: ops::FLinear,
-    up: ops::FLinear,
-    down: ops::FLinear,
-}
-
-pub struct Llama {
-    cfg: LlamaConfig,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    head: Tensor,
-    rotary: Rotary,
-    n_params: usize,
-}
-
-impl Llama {
-    /// Builds the model from weights named as in Hugging Face's `LlamaForCausalLM`
-    /// (`model.` prefix optional).
-    pub fn load(cfg: LlamaConfig, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
-        let root = vb.clone();
-        let vb = if vb.contains_tensor("model.embed_tokens.weight") {
-            vb.pp("model")
-        } else {
-            vb
-        };
-        let (h, hd) = (cfg.hidden_size, cfg.head_size());
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-        let embed = vb.get((cfg.vocab_size, h), "embed_tokens.weight")?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let l = vb.pp(format!("layers.{i}"));
-            let a = l.pp("self_attn");
-            let m = l.pp("mlp");
-            layers.push(Layer {
-                input_norm: RmsNorm::load(l.pp("input_layernorm"), h, cfg.rms_norm_eps)?,
-                q: ops::linear(a.pp("q_proj"), h, nh * hd, cfg.qkv_bias())?,
-                k: ops::linear(a.pp("k_proj"), h, nkv * hd, cfg.qkv_bias())?,
-                v: ops::linear(a.pp("v_proj"), h, nkv * hd, cfg.qkv_bias())?,
-                o: ops::linear(a.pp("o_proj"), nh * hd, h, cfg.o_bias())?,
-                post_norm: RmsNorm::load(l.pp("post_attention_layernorm"), h, cfg.rms_norm_eps)?,
-                gate: ops::linear(m.pp("gate_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
-                up: ops::linear(m.pp("up_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
-                down: ops::linear(m.pp("down_proj"), cfg.intermediate_size, h, cfg.mlp_bias)?,
-            });
-        }
-        let norm = RmsNorm::load(vb.pp("norm"), h, cfg.rms_norm_eps)?;
-        let head = if cfg.tie_word_embeddings || !root.contains_tensor("lm_head.weight") {
-            if !cfg.tie_word_embeddings {
-                return Err(config_err!(
-                    "lm_head.weight is missing and config.json does not set tie_word_embeddings"
-                ));
-            }
-            embed.clone()
-        } else {
-            root.get((cfg.vocab_size, h), "lm_head.weight")?
-        };
-        let rotary = Rotary::new(hd, cfg.rope_theta, cfg.max_position_embeddings, vb.device())?;
-        let mut all: Vec<&Tensor> = vec![&embed, &norm.weight];
-        for l in &layers {
-            for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
-                all.push(lin.weight());
-                all.extend(lin.bias());
-            }
-            all.push(&l.input_norm.weight);
-            all.push(&l.post_norm.weight);
-        }
-        if !cfg.tie_word_embeddings {
-            all.push(&head);
-        }
-        let n_params = count_params(&all);
-        Ok(Llama {
-            cfg,
-            embed,
-            layers,
-            norm,
-            head,
-            rotary,
-            n_params,
+    pub fn activation(&self) -> Result<Activation> {
+        Activation::parse(&self.hidden_act).map_err(|e| config_err!("config.json: hidden_act: {e}"))
+    }
+    pub fn scaling(&self) -> Result<RopeScaling> {
+        RopeScaling::parse(self.rope_scaling.as_ref(), self.max_position_embeddings)
+    }
+    /// The rotary embedding over the whole head (`rope_theta`, `rope_scaling`).
+    pub fn rope(&self, vb: &VarBuilder) -> Result<Rope> {
+        Rope::new(
+            self.head_size(),
+            self.rope_theta,
+            self.scaling()?,
+            vb.device(),
+        )
+    }
+    /// Sizes for `vene info` and the site table.
+    pub fn sizes(&self) -> Result<DecoderSizes> {
+        let dynamic = matches!(self.scaling()?, RopeScaling::Dynamic { .. });
+        Ok(DecoderSizes {
+            model_type: self.model_type.clone(),
+            vocab: self.vocab_size,
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_size(),
+            intermediate: self.intermediate_size,
+            max_positions: self.max_position_embeddings,
+            context_limit: (!dynamic).then_some(self.max_position_embeddings),
         })
     }
+}
 
-    fn shape(&self) -> DecoderShape {
-        DecoderShape {
-            hidden: self.cfg.hidden_size,
-            heads: self.cfg.num_attention_heads,
-            kv_heads: self.cfg.kv_heads(),
-            head_dim: self.cfg.head_size(),
-            intermediate: self.cfg.intermediate_size,
-            max_positions: self.cfg.max_position_embeddings,
-        }
+/// Where a Llama-like block keeps its norms (and what the tensors are called).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormPlacement {
+    /// `input_layernorm` before attention, `post_attention_layernorm` before the MLP.
+    Pre,
+    /// Gemma-2/3: `input_layernorm`, `post_attention_layernorm` (on the attention output),
+    /// `pre_feedforward_layernorm`, `post_feedforward_layernorm` (on the MLP output).
+    Sandwich,
+    /// OLMo-2: `post_attention_layernorm` and `post_feedforward_layernorm` on the outputs only.
+    Post,
+}
+
+/// How a Llama-like family differs from Llama beyond its config numbers.
+#[derive(Debug, Clone)]
+pub struct LlamaStyle {
+    pub norm: NormKind,
+    /// Epsilon of every norm (Llama's `rms_norm_eps`; OLMo's fixed 1e-5).
+    pub eps: f64,
+    pub placement: NormPlacement,
+    /// `self_attn.q_norm` / `k_norm`: `Some(true)` per head, `Some(false)` over the projection.
+    pub qk_norm_per_head: Option<bool>,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub act: Activation,
+    pub embed_scale: Option<f64>,
+    pub final_logit_softcap: Option<f64>,
+}
+
+impl LlamaStyle {
+    /// Llama itself, as config.json describes it.
+    pub fn of(cfg: &LlamaConfig) -> Result<LlamaStyle> {
+        Ok(LlamaStyle {
+            norm: NormKind::RmsNorm,
+            eps: cfg.rms_norm_eps,
+            placement: NormPlacement::Pre,
+            qk_norm_per_head: None,
+            qkv_bias: cfg.qkv_bias(),
+            o_bias: cfg.o_bias(),
+            mlp_bias: cfg.mlp_bias,
+            act: cfg.activation()?,
+            embed_scale: None,
+            final_logit_softcap: None,
+        })
     }
 }
 
-impl Architecture for Llama {
-    fn forward(
-        &self,
-        input: &Input,
-        hooks: &mut dyn Hooks,
-        opts: &ForwardOptions,
-        mut cache: Option<&mut KvCache>,
-    ) -> Result<ForwardOutput> {
-        use Component::*;
-        let past = cache.as_ref().map_or(0, |c| c.len());
-        let diff = opts.differentiable;
-        let (b, s) = input.batch_seq()?;
-        let dev = self.embed.device();
-        let mut x = match (&input.ids, &input.embeds) {
-            (_, Some(e)) => e.clone(),
-            (Some(ids), None) => {
-                self.embed
-                    .index_select(&ids.flatten_all()?, 0)?
-                    .reshape((b, s, ()))?
-            }
-            (None, None) => unreachable!("checked by batch_seq"),
-        };
-        let mask = input.mask_f32(past)?;
-        let bias = ops::attention_bias(mask.as_ref(), b, s, past, self.cfg.window(), dev)?;
-        let (cos, sin) = self.rotary.at(&input.positions(dev, past)?)?;
-        let (nh, nkv) = (self.cfg.num_attention_heads, self.cfg.kv_heads());
-        let scale = 1.0 / (self.cfg.head_size() as f64).sqrt();
-        for (i, l) in self.layers.iter().enumerate() {
-            let site = |c| Site::new(i, c);
-            x = apply(hooks, site(BlockInput), x)?;
-            let h = apply(hooks, site(AttentionInput), l.input_norm.forward(&x, diff)?)?;
-            let q = ops::hook_qkv(hooks, i, QueryOutput, HeadQueryOutput, l.q.forward(&h)?, nh)?;
-            let k = ops::hook_qkv(hooks, i, KeyOutput, HeadKeyOutput, l.k.forward(&h)?, nkv)?;
-            let v = ops::hook_qkv(
-                hooks,
-                i,
-                ValueOutput,
-                HeadValueOutput,
-                l.v.forward(&h)?,
-                nkv,
-            )?;
-            let q = ops::apply_rotary(&q, &cos, &sin)?;
-            let k = ops::apply_rotary(&k, &cos, &sin)?;
-            let (k, v) = cache::through(&mut cache, i, k, v)?;
-            let values = ops::attention(hooks, i, &q, k, v, &bias, scale, diff)?;
-            let a = apply(hooks, site(AttentionOutput), l.o.forward(&values)?)?;
-            x = (x + a)?;
-            let h = apply(hooks, site(MlpInput), l.post_norm.forward(&x, diff)?)?;
-            let act = apply(hooks, site(MlpActivation), l.gate.forward(&h)?.silu()?)?;
-            let m = l.down.forward(&(act * l.up.forward(&h)?)?)?;
-            let m = apply(hooks, site(MlpOutput), m)?;
-            x = apply(hooks, site(BlockOutput), (x + m)?)?;
-            if opts.stop_after_layer == Some(i) {
-                return Ok(ForwardOutput {
-                    logits: None,
-                    hidden: x,
-                });
-            }
-        }
-        let hidden = self.norm.forward(&x, diff)?;
-        let logits = lm_head(&hidden, &self.head, &opts.logits, input)?;
-        Ok(ForwardOutput { logits, hidden })
-    }
+/// Builds a `llama`, `mistral` or `qwen2` model with the head `head` asks for.
+pub fn build(cfg: &LlamaConfig, head: &HeadSpec, vb: VarBuilder) -> Result<Decoder> {
+    cfg.validate()?;
+    let style = LlamaStyle::of(cfg)?;
+    let rope = cfg.rope(&vb)?;
+    let window = cfg.window();
+    let attn = |_layer: usize| AttentionOptions {
+        window,
+        rope: Some(0),
+        ..AttentionOptions::new(cfg.num_attention_heads, cfg.kv_heads(), cfg.head_size())
+    };
+    build_llama_like(cfg, &style, head, vb, attn, vec![rope])
+}
 
-    fn sites(&self) -> Vec<SiteInfo> {
-        decoder_sites(&self.shape())
+/// Builds any model stored with Llama's tensor names, given its style, each layer's attention
+/// options and the rotary embeddings they point into.
+pub fn build_llama_like(
+    cfg: &LlamaConfig,
+    style: &LlamaStyle,
+    head: &HeadSpec,
+    vb: VarBuilder,
+    attn: impl Fn(usize) -> AttentionOptions,
+    ropes: Vec<Rope>,
+) -> Result<Decoder> {
+    cfg.validate()?;
+    let root = vb.clone();
+    let vb = if vb.contains_tensor("model.embed_tokens.weight") {
+        vb.pp("model")
+    } else {
+        vb
+    };
+    let h = cfg.hidden_size;
+    let embed = vb.get((cfg.vocab_size, h), "embed_tokens.weight")?;
+    let norm = |vb: VarBuilder, dim: usize| Norm::load(style.norm, vb, dim, style.eps);
+    let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+    for i in 0..cfg.num_hidden_layers {
+        let l = vb.pp(format!("layers.{i}"));
+        let opts = attn(i);
+        blocks.push(llama_block(&l, cfg, style, opts, &norm)?);
     }
+    let final_norm = norm(vb.pp("norm"), h)?;
+    let mut head = Head::load(
+        head,
+        &root,
+        "lm_head.weight",
+        &embed,
+        cfg.tie_word_embeddings,
+    )?;
+    if let Head::Lm { softcap, .. } = &mut head {
+        *softcap = style.final_logit_softcap;
+    }
+    Decoder::new(
+        cfg.sizes()?,
+        embed,
+        style.embed_scale,
+        None,
+        blocks,
+        final_norm,
+        head,
+        ropes,
+    )
+}
 
-    fn info(&self) -> ModelInfo {
-        ModelInfo {
-            model_type: self.cfg.model_type.clone(),
-            n_layers: self.cfg.num_hidden_layers,
-            hidden_size: self.cfg.hidden_size,
-            vocab_size: Some(self.cfg.vocab_size),
-            max_positions: Some(self.cfg.max_position_embeddings),
-            n_heads: self.cfg.num_attention_heads,
-            n_kv_heads: self.cfg.kv_heads(),
-            head_dim: self.cfg.head_size(),
-            intermediate_size: self.cfg.intermediate_size,
-            n_params: self.n_params,
+fn llama_block(
+    l: &VarBuilder,
+    cfg: &LlamaConfig,
+    style: &LlamaStyle,
+    opts: AttentionOptions,
+    norm: &dyn Fn(VarBuilder, usize) -> Result<Norm>,
+) -> Result<Block> {
+    let h = cfg.hidden_size;
+    let (nh, nkv, hd) = (opts.heads, opts.kv_heads, opts.head_dim);
+    let a = l.pp("self_attn");
+    let m = l.pp("mlp");
+    let qk_norm = match style.qk_norm_per_head {
+        None => None,
+        Some(per_head) => {
+            let (qd, kd) = if per_head {
+                (hd, hd)
+            } else {
+                (nh * hd, nkv * hd)
+            };
+            Some(QkNorms {
+                q: norm(a.pp("q_norm"), qd)?,
+                k: norm(a.pp("k_norm"), kd)?,
+                per_head,
+            })
         }
+    };
+    let attn = Attention {
+        q: ops::linear(a.pp("q_proj"), h, nh * hd, style.qkv_bias)?,
+        k: ops::linear(a.pp("k_proj"), h, nkv * hd, style.qkv_bias)?,
+        v: ops::linear(a.pp("v_proj"), h, nkv * hd, style.qkv_bias)?,
+        o: ops::linear(a.pp("o_proj"), nh * hd, h, style.o_bias)?,
+        qk_norm,
+        opts,
+    };
+    let i = cfg.intermediate_size;
+    let mlp = Mlp::Gated {
+        gate: ops::linear(m.pp("gate_proj"), h, i, style.mlp_bias)?,
+        up: ops::linear(m.pp("up_proj"), h, i, style.mlp_bias)?,
+        down: ops::linear(m.pp("down_proj"), i, h, style.mlp_bias)?,
+        act: style.act,
+    };
+    let n = |name: &str| norm(l.pp(name), h).map(Some);
+    let (attn_norm, attn_out_norm, mlp_norm, mlp_out_norm) = match style.placement {
+        NormPlacement::Pre => (
+            n("input_layernorm")?,
+            None,
+            n("post_attention_layernorm")?,
+            None,
+        ),
+        NormPlacement::Sandwich => (
+            n("input_layernorm")?,
+            n("post_attention_layernorm")?,
+            n("pre_feedforward_layernorm")?,
+            n("post_feedforward_layernorm")?,
+        ),
+        NormPlacement::Post => (
+            None,
+            n("post_attention_layernorm")?,
+            None,
+            n("post_feedforward_layernorm")?,
+        ),
+    };
+    Ok(Block {
+        attn_norm,
+        attn,
+        attn_out_norm,
+        mlp_norm,
+        mlp,
+        mlp_out_norm,
+        parallel_residual: false,
+    })
+}
+
+/// Builds a plain Llama-family causal LM from a config (the GGUF loader's entry point).
+pub struct Llama;
+
+impl Llama {
+    pub fn load(cfg: LlamaConfig, vb: VarBuilder) -> Result<Decoder> {
+        build(&cfg, &HeadSpec::default(), vb)
     }
 }

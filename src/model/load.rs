@@ -1,29 +1,50 @@
 //! Finding and opening model files: Hugging Face directories and GGUF files.
 
-use super::gpt2::{Gpt2, Gpt2Config};
-use super::gpt_neox::{GptNeox, NeoxConfig};
-use super::llama::{Llama, LlamaConfig};
-use super::mlp::{MlpClassifier, MlpConfig};
-use super::{tokenizer, Architecture, Model};
+use super::head::HeadSpec;
+use super::{registry, tokenizer, Model};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use std::path::{Path, PathBuf};
 
-pub const SUPPORTED_TYPES: &[&str] = &["gpt2", "gpt_neox", "llama", "mistral", "qwen2", "mlp"];
+/// Where and how weights live once loaded. Architectures never hard-code a device or dtype:
+/// they build on the tensors the loader hands them.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// The dtype weights are converted to (only f32 for now: candle's CPU matmul has no bf16,
+    /// and low-precision storage is a later step).
+    pub dtype: DType,
+}
 
-pub fn load(path: &Path) -> Result<Model> {
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
     if !path.exists() {
         return Err(Error::file(path, "no such file or directory"));
+    }
+    if options.dtype != DType::F32 {
+        return Err(crate::invalid!(
+            "weights load as f32 only for now (asked for {:?})",
+            options.dtype
+        ));
     }
     if path.is_file() {
         return super::gguf::load_gguf(path);
     }
-    load_hf_dir(path)
+    load_hf_dir(path, options)
 }
 
-/// Loads a Hugging Face model directory.
-pub fn load_hf_dir(dir: &Path) -> Result<Model> {
+/// Loads a Hugging Face model directory: the registry entry of its `model_type` builds the
+/// architecture with the head its `architectures` names.
+pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<Model> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::file(&cfg_path, e))?;
     let cfg: serde_json::Value = serde_json::from_str(&text)
@@ -33,70 +54,48 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::file(&cfg_path, "missing the field 'model_type'"))?
         .to_string();
-    // An unsupported type is reported before looking for weights (it is the real problem).
-    if !SUPPORTED_TYPES.contains(&model_type.as_str()) {
-        return Err(Error::file(
+    // An unsupported type or head is reported before looking for weights (it is the real
+    // problem).
+    let family = registry::find(&model_type).ok_or_else(|| {
+        Error::file(
             &cfg_path,
             format!(
                 "unknown model_type '{model_type}'; supported: {}",
-                SUPPORTED_TYPES.join(", ")
+                registry::model_types().join(", ")
+            ),
+        )
+    })?;
+    let head = HeadSpec::from_config(&cfg).map_err(|e| in_config(&cfg_path, e))?;
+    if !family.heads.contains(&head.kind) {
+        let have: Vec<&str> = family.heads.iter().map(|h| h.describe()).collect();
+        return Err(Error::file(
+            &cfg_path,
+            format!(
+                "architectures names '{}', a {} head, which vene does not implement for {model_type} (it has: {})",
+                head.class_name,
+                head.kind.describe(),
+                have.join(", ")
             ),
         ));
     }
-    let vb = weights(dir)?;
-    let arch = architecture_from_config(&cfg, vb, &cfg_path).map_err(|e| weights_err(dir, e))?;
+    let vb = weights(dir, options)?;
+    let arch = (family.build)(&cfg, &head, vb).map_err(|e| weights_err(dir, e))?;
     let (tok, special) = match tokenizer::load_dir_tokenizer(dir)? {
         Some((t, s)) => (Some(t), s),
         None => (None, Default::default()),
     };
     let special = tokenizer::special_from_config(&cfg, special);
-    Ok(Model::new(arch, tok, special, dir.display().to_string()))
+    let mut model = Model::new(arch, tok, special, dir.display().to_string());
+    model.device = options.device.clone();
+    Ok(model)
 }
 
-/// Builds the architecture a Hugging Face `config.json` describes from weights with Hugging
-/// Face's names. `cfg_path` names the config in errors (a GGUF file passes itself).
-pub(crate) fn architecture_from_config(
-    cfg: &serde_json::Value,
-    vb: VarBuilder<'static>,
-    cfg_path: &Path,
-) -> Result<Box<dyn Architecture>> {
-    let model_type = cfg
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::file(cfg_path, "missing the field 'model_type'"))?;
-    let parse =
-        |what: &str| -> Error { Error::file(cfg_path, format!("not a valid {what} config")) };
-    let arch: Box<dyn Architecture> = match model_type {
-        "gpt2" => {
-            let c: Gpt2Config = serde_json::from_value(cfg.clone())
-                .map_err(|e| Error::file(cfg_path, format!("gpt2 config: {e}")))?;
-            Box::new(Gpt2::load(c, vb)?)
-        }
-        "gpt_neox" => {
-            let c: NeoxConfig = serde_json::from_value(cfg.clone())
-                .map_err(|e| Error::file(cfg_path, format!("gpt_neox config: {e}")))?;
-            Box::new(GptNeox::load(c, vb)?)
-        }
-        "llama" | "mistral" | "qwen2" => {
-            let c: LlamaConfig = serde_json::from_value(cfg.clone())
-                .map_err(|e| Error::file(cfg_path, format!("{model_type} config: {e}")))?;
-            Box::new(Llama::load(c, vb)?)
-        }
-        "mlp" => {
-            let c: MlpConfig = serde_json::from_value(cfg.clone()).map_err(|_| parse("mlp"))?;
-            Box::new(MlpClassifier::load(c, vb)?)
-        }
-        other => {
-            return Err(Error::file(
-                cfg_path,
-                format!(
-                    "unknown model_type '{other}'; supported: {}",
-                    SUPPORTED_TYPES.join(", ")
-                ),
-            ))
-        }
-    };
-    Ok(arch)
+/// Names config.json in a configuration error.
+fn in_config(cfg_path: &Path, e: Error) -> Error {
+    match e {
+        Error::Config(m) => Error::file(cfg_path, m),
+        other => other,
+    }
 }
 
 /// Names the directory in tensor errors raised while building a model from its weights
@@ -150,19 +149,20 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     ))
 }
 
-/// Opens the weights as f32 on CPU; safetensors are memory-mapped and checked before use.
-fn weights(dir: &Path) -> Result<VarBuilder<'static>> {
+/// Opens the weights in the dtype and on the device asked for; safetensors are memory-mapped
+/// and checked before use.
+fn weights(dir: &Path, options: &LoadOptions) -> Result<VarBuilder<'static>> {
     let files = weight_files(dir)?;
-    let dev = Device::Cpu;
+    let (dev, dtype) = (&options.device, options.dtype);
     if files[0].extension().is_some_and(|e| e == "bin") {
-        return VarBuilder::from_pth(&files[0], DType::F32, &dev)
+        return VarBuilder::from_pth(&files[0], dtype, dev)
             .map_err(|e| Error::file(&files[0], format!("cannot read torch weights: {e}")));
     }
     for f in &files {
         check_safetensors(f)?;
     }
     // SAFETY: the files are not modified while mapped; we only read them.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &dev) }
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
         .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))
 }
 

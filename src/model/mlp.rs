@@ -467,6 +467,8 @@ impl Architecture for MlpClassifier {
             head_dim: 0,
             intermediate_size: c.h_dim,
             n_params: self.n_params,
+            head: super::HeadKind::Classification,
+            num_labels: Some(c.num_classes),
         }
     }
 }

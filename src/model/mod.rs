@@ -1,21 +1,33 @@
 //! Models with named hook sites: our own implementations of each architecture on candle.
 
+pub mod attention;
 pub mod cache;
+pub mod decoder;
 pub mod gguf;
 pub mod gpt2;
 pub mod gpt_neox;
+pub mod head;
 pub mod hooks;
 pub mod input;
 pub mod llama;
 pub mod load;
 pub mod mlp;
+pub mod norm;
+pub mod olmo;
+pub mod olmo2;
 pub mod ops;
+pub mod phi3;
+pub mod qwen3;
+pub mod registry;
+pub mod rope;
 pub mod tokenizer;
 pub mod tokenizer_spm;
 
 pub use cache::KvCache;
+pub use head::HeadKind;
 pub use hooks::{Hooks, NoHooks, Recorder};
 pub use input::{ForwardOptions, ForwardOutput, Input, LogitPositions};
+pub use load::LoadOptions;
 
 use crate::error::Result;
 use crate::invalid;
@@ -43,9 +55,10 @@ pub trait Architecture: Send + Sync {
 }
 
 /// Facts about a loaded model that callers plan with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ModelInfo {
-    /// `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+    /// The registry's name for the family (`gpt2`, `llama`, `qwen3`, `mlp`, ...; see
+    /// `registry::FAMILIES`).
     pub model_type: String,
     pub n_layers: usize,
     pub hidden_size: usize,
@@ -58,6 +71,10 @@ pub struct ModelInfo {
     pub head_dim: usize,
     pub intermediate_size: usize,
     pub n_params: usize,
+    /// What the logits are: next-token logits, class scores, or none (a bare model).
+    pub head: HeadKind,
+    /// Classes of a classification head.
+    pub num_labels: Option<usize>,
 }
 
 /// Token ids the tokenizer or config names as special.
@@ -79,9 +96,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a Hugging Face model directory or a GGUF file.
+    /// Loads a Hugging Face model directory or a GGUF file (f32 on the CPU).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        load::load(path.as_ref())
+        load::load(path.as_ref(), &LoadOptions::default())
+    }
+
+    /// Loads with explicit device and dtype.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
+        load::load(path.as_ref(), options)
     }
 
     pub(crate) fn new(

@@ -114,43 +114,6 @@ pub fn attention_bias(
     Ok(Tensor::from_vec(data, (batch, 1, seq, total), device)?)
 }
 
-/// Rotary tables gathered at each row's positions: cos and sin of shape (batch, 1, seq, rot_dim),
-/// with the half-split layout Hugging Face uses (`rotate_half`).
-pub struct Rotary {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Rotary {
-    /// Precomputes tables for `max_pos` positions of a `rot_dim`-wide rotary embedding.
-    pub fn new(rot_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Result<Self> {
-        let inv: Vec<f32> = (0..rot_dim / 2)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / rot_dim as f64) as f32)
-            .collect();
-        let inv = Tensor::from_vec(inv, (1, rot_dim / 2), device)?;
-        let pos = Tensor::arange(0u32, max_pos as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((max_pos, 1))?;
-        let freqs = pos.broadcast_mul(&inv)?;
-        let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
-        Ok(Rotary {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-        })
-    }
-
-    /// (cos, sin) for positions (batch, seq), each (batch, 1, seq, rot_dim).
-    pub fn at(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (b, s) = positions.dims2()?;
-        let flat = positions.flatten_all()?;
-        let take = |t: &Tensor| -> Result<Tensor> {
-            let d = t.dim(1)?;
-            Ok(t.index_select(&flat, 0)?.reshape((b, 1, s, d))?)
-        };
-        Ok((take(&self.cos)?, take(&self.sin)?))
-    }
-}
-
 /// Applies rotate-half rotary to the first `cos.dim(-1)` features of x (batch, heads, seq, d).
 pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
@@ -220,39 +183,6 @@ pub fn hook_qkv(
     let x = apply(hooks, Site::new(layer, merged), x)?;
     let x = split_heads(&x, heads)?;
     apply(hooks, Site::new(layer, head), x)
-}
-
-/// Scaled dot-product attention with hook sites for the weights and the value outputs.
-/// q (b, h, s, d), k and v (b, kv_h, s, d); returns the merged values (b, s, h*d), after the
-/// `head_attention_value_output` and `attention_value_output` hooks.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    hooks: &mut dyn Hooks,
-    layer: usize,
-    q: &Tensor,
-    k: Tensor,
-    v: Tensor,
-    bias: &Tensor,
-    scale: f64,
-    diff: bool,
-) -> Result<Tensor> {
-    let n_rep = q.dim(1)? / k.dim(1)?;
-    let k = repeat_kv(k, n_rep)?;
-    let v = repeat_kv(v, n_rep)?;
-    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
-    let weights = softmax(&scores, diff)?;
-    let weights = apply(hooks, Site::new(layer, Component::AttentionWeight), weights)?;
-    let values = weights.matmul(&v.contiguous()?)?;
-    let values = apply(
-        hooks,
-        Site::new(layer, Component::HeadAttentionValueOutput),
-        values,
-    )?;
-    apply(
-        hooks,
-        Site::new(layer, Component::AttentionValueOutput),
-        merge_heads(&values)?,
-    )
 }
 
 /// The activation functions Hugging Face configs name, as used in our architectures.

@@ -127,7 +127,9 @@ fn attention_ops(info: &vene::ModelInfo, b: usize, s: usize, reps: usize) {
     let rand = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
     let q_flat = rand(&[b, s, nh * hd]);
     let k_flat = rand(&[b, s, nkv * hd]);
-    let rotary = ops::Rotary::new(hd, 10_000.0, s.max(16), &dev).unwrap();
+    let rotary =
+        vene::model::rope::Rope::new(hd, 10_000.0, vene::model::rope::RopeScaling::None, &dev)
+            .unwrap();
     let pos = Tensor::arange(0u32, s as u32, &dev)
         .unwrap()
         .unsqueeze(0)
@@ -160,7 +162,7 @@ fn attention_ops(info: &vene::ModelInfo, b: usize, s: usize, reps: usize) {
     time("attention_bias (built in Rust loops)", &|| {
         ops::attention_bias(None, b, s, 0, None, &dev).unwrap()
     });
-    time("rotary tables gathered at positions", &|| {
+    time("rotary cos/sin at positions", &|| {
         rotary.at(&pos).unwrap().0
     });
     time("split_heads(q)", &|| ops::split_heads(&q_flat, nh).unwrap());

@@ -14,7 +14,7 @@ It writes, deterministically:
                          convert_hf_to_gguf.py would store them: tensor names from gguf-py's own
                          name map (gguf.get_tensor_name_map), the metadata keys llama.cpp writes
                          for the architecture, and its storage changes: Q/K rows permuted for the
-                         rotary layout (llama), RMSNorm weights stored as 1 + w (gemma, gemma2,
+                         rotary layout (llama, olmo), RMSNorm weights stored as 1 + w (gemma, gemma2,
                          gemma3), Conv1D weights transposed (gpt2), fused QKV regrouped as q|k|v
                          (gptneox). Matrices f16 (the weights are rounded to f16 before the
                          reference is computed), vectors f32. <name>.logits.safetensors holds
@@ -116,6 +116,13 @@ def meta_phi3(w, c):
     w.add_sliding_window(c.get("sliding_window") or 0)
 
 
+def meta_olmo(w, c):
+    meta_common(w, c)
+    w.add_layer_norm_eps(1e-5)
+    if c.get("clip_qkv") is not None:
+        w.add_clamp_kqv(c["clip_qkv"])
+
+
 def meta_olmo2(w, c):
     meta_common(w, c)
 
@@ -162,6 +169,7 @@ FAMILIES = {
             "num_hidden_layers": 6,
         },
     ),
+    "olmo": (gguf.MODEL_ARCH.OLMO, meta_olmo, {"permute_qk"}, {}),
     "olmo2": (gguf.MODEL_ARCH.OLMO2, meta_olmo2, set(), {}),
     "phi3": (gguf.MODEL_ARCH.PHI3, meta_phi3, set(), {}),
     "gpt2": (gguf.MODEL_ARCH.GPT2, meta_gpt2, {"conv1d"}, {}),

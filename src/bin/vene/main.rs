@@ -43,9 +43,12 @@ enum Command {
     },
     /// Describe a model: architecture, sizes and every intervention site with its dimension.
     ///
-    /// Example: vene info --model ./gpt2 --json
+    /// Example: vene info ./gpt2 --json   (or: vene info --model ./gpt2)
     Info {
         /// A Hugging Face model directory or a GGUF file (default: SmolLM2-135M-Instruct).
+        #[arg(value_name = "MODEL", conflicts_with = "model")]
+        path: Option<PathBuf>,
+        /// The same, as an option.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Print one JSON object instead of a table.
@@ -126,8 +129,8 @@ fn run(cli: Cli) -> vene::Result<()> {
         Command::Patch(args) => patch::run(args)?,
         Command::Steer(args) => steer::run(args)?,
         Command::DemoDas(args) => demo_das::run(args)?,
-        Command::Info { model, json } => {
-            let m = open_model(model)?;
+        Command::Info { path, model, json } => {
+            let m = open_model(path.or(model))?;
             print_info(&m, json)?;
         }
         Command::Generate(args) => generate::run(args)?,
@@ -150,6 +153,10 @@ fn print_info(m: &Model, json: bool) -> vene::Result<()> {
     }
     println!("model      {}", m.source);
     println!("type       {}", info.model_type);
+    match info.num_labels {
+        Some(n) => println!("head       {} ({n} labels)", info.head.describe()),
+        None => println!("head       {}", info.head.describe()),
+    }
     println!(
         "layers     {}   hidden {}   heads {} (kv {}) x {}   mlp {}",
         info.n_layers,

@@ -209,10 +209,12 @@ pub(super) fn find(arch: &str) -> Option<&'static GgufFamily> {
     FAMILIES.iter().find(|f| f.arch == arch)
 }
 
+/// The architectures that have both a conversion table here and a registry entry.
 pub(super) fn supported() -> String {
     FAMILIES
         .iter()
         .map(|f| f.arch)
+        .filter(|a| crate::model::registry::find_gguf(a).is_some())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -627,4 +629,24 @@ fn gptneox(m: &Meta, s: &Shapes) -> Result<Value> {
         "tie_word_embeddings": !s.contains_key("output.weight"),
         "hidden_act": "gelu",
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::registry;
+
+    /// Every GGUF name the registry serves has a conversion table here.
+    #[test]
+    fn every_registry_gguf_name_has_a_table() {
+        for f in registry::FAMILIES {
+            for g in f.gguf {
+                assert!(
+                    find(g).is_some(),
+                    "{}: no GGUF table for '{g}'",
+                    f.model_type
+                );
+            }
+        }
+    }
 }

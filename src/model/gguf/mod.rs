@@ -16,7 +16,8 @@ mod meta;
 
 pub use header::read_header;
 
-use super::tokenizer;
+use super::head::HeadSpec;
+use super::{registry, tokenizer};
 use super::{Model, SpecialTokens};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -63,16 +64,19 @@ fn load_inner(path: &Path) -> Result<Model> {
         .opt_str("general.architecture")?
         .ok_or_else(|| general.missing("general.architecture"))?
         .to_string();
-    let family = families::find(&arch).ok_or_else(|| {
-        Error::file(
-            path,
-            format!(
-                "GGUF architecture '{arch}' is not supported; supported: {} (for other models \
-                 use a Hugging Face directory)",
-                families::supported()
-            ),
-        )
-    })?;
+    let (entry, family) = match (registry::find_gguf(&arch), families::find(&arch)) {
+        (Some(e), Some(f)) => (e, f),
+        _ => {
+            return Err(Error::file(
+                path,
+                format!(
+                    "GGUF architecture '{arch}' is not supported; supported: {} (for other \
+                     models use a Hugging Face directory)",
+                    families::supported()
+                ),
+            ))
+        }
+    };
     let meta = Meta {
         content: &content,
         path,
@@ -142,8 +146,9 @@ fn load_inner(path: &Path) -> Result<Model> {
         (None, SpecialTokens::default())
     };
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-    let arch =
-        super::load::architecture_from_config(&cfg, vb, path).map_err(|e| in_file(path, e))?;
+    // The config names no `architectures`: the registry builds the causal LM head.
+    let head = HeadSpec::from_config(&cfg).map_err(|e| in_file(path, e))?;
+    let arch = (entry.build)(&cfg, &head, vb).map_err(|e| in_file(path, e))?;
     Ok(Model::new(arch, tok, special, path.display().to_string()))
 }
 

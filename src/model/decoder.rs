@@ -1,0 +1,337 @@
+//! The one decoder-only transformer every text family runs on: embeddings -> blocks -> final
+//! norm -> head. Hook calls, the KV cache, `stop_after_layer` and logit positions live here
+//! once; a family only supplies options and weights (see llama.rs for the usual weight names).
+
+use super::attention::{Attention, AttentionInputs};
+use super::cache::KvCache;
+use super::head::Head;
+use super::hooks::{apply, Hooks};
+use super::norm::Norm;
+use super::ops::{self, Activation, FLinear};
+use super::rope::Rope;
+use super::{count_params, Architecture, ForwardOptions, ForwardOutput, Input, ModelInfo};
+use crate::error::Result;
+use crate::invalid;
+use crate::site::{decoder_sites, Component, DecoderShape, Site, SiteInfo};
+use candle_core::{Module, Tensor};
+use std::collections::HashMap;
+
+/// The feed-forward part of a block.
+pub enum Mlp {
+    /// `down(act(gate(x)) * up(x))`; the `mlp_activation` site is `act(gate(x))`.
+    Gated {
+        gate: FLinear,
+        up: FLinear,
+        down: FLinear,
+        act: Activation,
+    },
+    /// `down(act(up(x)))`; the `mlp_activation` site is `act(up(x))`.
+    Plain {
+        up: FLinear,
+        down: FLinear,
+        act: Activation,
+    },
+}
+
+impl Mlp {
+    fn forward(&self, layer: usize, h: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let site = Site::new(layer, Component::MlpActivation);
+        Ok(match self {
+            Mlp::Gated {
+                gate,
+                up,
+                down,
+                act,
+            } => {
+                let a = apply(hooks, site, act.forward(&gate.forward(h)?)?)?;
+                down.forward(&(a * up.forward(h)?)?)?
+            }
+            Mlp::Plain { up, down, act } => {
+                let a = apply(hooks, site, act.forward(&up.forward(h)?)?)?;
+                down.forward(&a)?
+            }
+        })
+    }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        let lins: Vec<&FLinear> = match self {
+            Mlp::Gated { gate, up, down, .. } => vec![gate, up, down],
+            Mlp::Plain { up, down, .. } => vec![up, down],
+        };
+        lins.into_iter()
+            .flat_map(|l| std::iter::once(l.weight()).chain(l.bias()))
+            .collect()
+    }
+}
+
+/// One block. Norm placement follows from which norms are present:
+/// pre-norm (Llama, GPT-2): `attn_norm` and `mlp_norm`; sandwich (Gemma-2/3): all four;
+/// post-only (OLMo-2): `attn_out_norm` and `mlp_out_norm`.
+pub struct Block {
+    /// Normalizes the residual stream into attention (`attention_input`).
+    pub attn_norm: Option<Norm>,
+    pub attn: Attention,
+    /// Normalizes the attention output before the residual add.
+    pub attn_out_norm: Option<Norm>,
+    /// Normalizes the residual stream into the MLP (`mlp_input`).
+    pub mlp_norm: Option<Norm>,
+    pub mlp: Mlp,
+    /// Normalizes the MLP output before the residual add.
+    pub mlp_out_norm: Option<Norm>,
+    /// GPT-NeoX: attention and MLP both read the block input; `x + attn + mlp`.
+    pub parallel_residual: bool,
+}
+
+impl Block {
+    fn forward(
+        &self,
+        layer: usize,
+        x: Tensor,
+        inputs: &AttentionInputs,
+        hooks: &mut dyn Hooks,
+        cache: &mut Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        use Component::*;
+        let diff = inputs.differentiable;
+        let site = |c| Site::new(layer, c);
+        let x = apply(hooks, site(BlockInput), x)?;
+        let h = apply(
+            hooks,
+            site(AttentionInput),
+            norm(&self.attn_norm, &x, diff)?,
+        )?;
+        let a = self.attn.forward(layer, &h, inputs, hooks, cache)?;
+        let a = apply(hooks, site(AttentionOutput), a)?;
+        let a = norm(&self.attn_out_norm, &a, diff)?;
+        let (x, a) = if self.parallel_residual {
+            (x, Some(a))
+        } else {
+            ((x + a)?, None)
+        };
+        let h = apply(hooks, site(MlpInput), norm(&self.mlp_norm, &x, diff)?)?;
+        let m = self.mlp.forward(layer, &h, hooks)?;
+        let m = apply(hooks, site(MlpOutput), m)?;
+        let m = norm(&self.mlp_out_norm, &m, diff)?;
+        let out = match a {
+            Some(a) => ((x + a)? + m)?,
+            None => (x + m)?,
+        };
+        apply(hooks, site(BlockOutput), out)
+    }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut all = self.attn.tensors();
+        all.extend(self.mlp.tensors());
+        for n in [
+            &self.attn_norm,
+            &self.attn_out_norm,
+            &self.mlp_norm,
+            &self.mlp_out_norm,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            all.extend(n.tensors());
+        }
+        all
+    }
+}
+
+fn norm(n: &Option<Norm>, x: &Tensor, diff: bool) -> Result<Tensor> {
+    match n {
+        Some(n) => n.forward(x, diff),
+        None => Ok(x.clone()),
+    }
+}
+
+/// A family's sizes, as `vene info` and the site table report them.
+#[derive(Debug, Clone)]
+pub struct DecoderSizes {
+    pub model_type: String,
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    /// `max_position_embeddings` (pyvene's `attention_weight` dimension).
+    pub max_positions: usize,
+    /// Longest input accepted; `None` when rotary scaling lets inputs run past
+    /// `max_positions` (dynamic scaling).
+    pub context_limit: Option<usize>,
+}
+
+pub struct Decoder {
+    pub sizes: DecoderSizes,
+    /// (vocab, hidden) token embeddings.
+    pub embed: Tensor,
+    /// Multiplies the embeddings (Gemma: sqrt(hidden), rounded to f32 as transformers does).
+    pub embed_scale: Option<f64>,
+    /// (max_positions, hidden) learned absolute positions added to the embeddings (GPT-2).
+    pub positions: Option<Tensor>,
+    pub blocks: Vec<Block>,
+    pub final_norm: Norm,
+    pub head: Head,
+    /// Rotary embeddings the layers point into (`AttentionOptions::rope`).
+    pub ropes: Vec<Rope>,
+    n_params: usize,
+}
+
+impl Decoder {
+    /// Assembles a decoder and checks that every layer's rotary index exists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sizes: DecoderSizes,
+        embed: Tensor,
+        embed_scale: Option<f64>,
+        positions: Option<Tensor>,
+        blocks: Vec<Block>,
+        final_norm: Norm,
+        head: Head,
+        ropes: Vec<Rope>,
+    ) -> Result<Decoder> {
+        for (i, b) in blocks.iter().enumerate() {
+            if let Some(r) = b.attn.opts.rope {
+                if r >= ropes.len() {
+                    return Err(invalid!(
+                        "layer {i} names rotary table {r} of {}",
+                        ropes.len()
+                    ));
+                }
+            }
+        }
+        let mut all: Vec<&Tensor> = vec![&embed];
+        all.extend(positions.iter());
+        for b in &blocks {
+            all.extend(b.tensors());
+        }
+        all.extend(final_norm.tensors());
+        all.extend(head.tensors());
+        // A tied LM head is the embedding matrix: count it once.
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|t| seen.insert(t.id()));
+        let n_params = count_params(&all);
+        Ok(Decoder {
+            sizes,
+            embed,
+            embed_scale,
+            positions,
+            blocks,
+            final_norm,
+            head,
+            ropes,
+            n_params,
+        })
+    }
+
+    /// The residual stream entering layer 0.
+    fn embed(&self, input: &Input, past: usize) -> Result<Tensor> {
+        let (b, s) = input.batch_seq()?;
+        let mut x = match (&input.ids, &input.embeds) {
+            (_, Some(e)) => e.clone(),
+            (Some(ids), None) => {
+                self.embed
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, s, ()))?
+            }
+            (None, None) => unreachable!("checked by batch_seq"),
+        };
+        if let Some(scale) = self.embed_scale {
+            // transformers multiplies by the scale as a tensor of the model's dtype.
+            x = (x * (scale as f32) as f64)?;
+        }
+        if let Some(wpe) = &self.positions {
+            let pos = input.positions(self.embed.device(), past)?.flatten_all()?;
+            x = (x + wpe.index_select(&pos, 0)?.reshape((b, s, ()))?)?;
+        }
+        Ok(x)
+    }
+
+    fn shape(&self) -> DecoderShape {
+        let s = &self.sizes;
+        DecoderShape {
+            hidden: s.hidden,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            intermediate: s.intermediate,
+            max_positions: s.max_positions,
+        }
+    }
+}
+
+impl Architecture for Decoder {
+    fn forward(
+        &self,
+        input: &Input,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<ForwardOutput> {
+        if cache.is_some() && matches!(self.head, Head::Classifier { .. }) {
+            return Err(invalid!(
+                "this {} model has a sequence-classification head; it does not generate",
+                self.sizes.model_type
+            ));
+        }
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let (b, s) = input.batch_seq()?;
+        let dev = self.embed.device();
+        let mut x = self.embed(input, past)?;
+        let mask = input.mask_f32(past)?;
+        let positions = input.positions(dev, past)?;
+        let rotary: Vec<(Tensor, Tensor)> = self
+            .ropes
+            .iter()
+            .map(|r| r.at(&positions))
+            .collect::<Result<_>>()?;
+        // One mask per distinct window.
+        let mut biases: HashMap<Option<usize>, Tensor> = HashMap::new();
+        for blk in &self.blocks {
+            let w = blk.attn.opts.window;
+            if let std::collections::hash_map::Entry::Vacant(e) = biases.entry(w) {
+                e.insert(ops::attention_bias(mask.as_ref(), b, s, past, w, dev)?);
+            }
+        }
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let o = &blk.attn.opts;
+            let inputs = AttentionInputs {
+                bias: &biases[&o.window],
+                rotary: o.rope.map(|r| &rotary[r]),
+                differentiable: opts.differentiable,
+            };
+            x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            if opts.stop_after_layer == Some(i) {
+                return Ok(ForwardOutput {
+                    logits: None,
+                    hidden: x,
+                });
+            }
+        }
+        let hidden = self.final_norm.forward(&x, opts.differentiable)?;
+        let logits = self.head.forward(&hidden, &opts.logits, input)?;
+        Ok(ForwardOutput { logits, hidden })
+    }
+
+    fn sites(&self) -> Vec<SiteInfo> {
+        decoder_sites(&self.shape())
+    }
+
+    fn info(&self) -> ModelInfo {
+        let s = &self.sizes;
+        ModelInfo {
+            model_type: s.model_type.clone(),
+            n_layers: self.blocks.len(),
+            hidden_size: s.hidden,
+            vocab_size: Some(s.vocab),
+            max_positions: s.context_limit,
+            n_heads: s.heads,
+            n_kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            intermediate_size: s.intermediate,
+            n_params: self.n_params,
+            head: self.head.kind(),
+            num_labels: self.head.num_labels(),
+        }
+    }
+}
