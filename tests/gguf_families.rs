@@ -139,3 +139,68 @@ fn every_tensor_type_dequantizes_like_gguf_py() {
         assert!(worst < TOL, "{qtype}: logits differ by {worst}");
     }
 }
+
+/// Rewrites a fixture GGUF with one tensor dropped or one extra tensor added.
+fn rewritten(src: &str, drop: Option<&str>, extra: Option<&str>, tag: &str) -> PathBuf {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let path = gguf_fixture(src);
+    let mut f = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        if Some(name.as_str()) == drop {
+            continue;
+        }
+        tensors.push((
+            name.clone(),
+            content.tensor(&mut f, name, &Device::Cpu).unwrap(),
+        ));
+    }
+    if let Some(e) = extra {
+        let t = Tensor::zeros(32, DType::F32, &Device::Cpu).unwrap();
+        tensors.push((
+            e.to_string(),
+            QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+        ));
+    }
+    let meta: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let trefs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let out = std::env::temp_dir().join(format!("vene-gguf-{tag}-{}.gguf", std::process::id()));
+    let mut w = std::fs::File::create(&out).unwrap();
+    gguf_file::write(&mut w, &meta, &trefs).unwrap();
+    out
+}
+
+#[test]
+fn a_missing_or_unknown_tensor_is_named() {
+    let missing = rewritten(
+        "families/qwen3.gguf",
+        Some("blk.1.attn_k_norm.weight"),
+        None,
+        "missing",
+    );
+    let err = Model::load(&missing).err().expect("must fail").to_string();
+    let _ = std::fs::remove_file(&missing);
+    assert!(
+        err.contains("missing the tensor 'blk.1.attn_k_norm.weight'"),
+        "{err}"
+    );
+    let extra = rewritten(
+        "families/llama.gguf",
+        None,
+        Some("blk.0.ssm_a.weight"),
+        "extra",
+    );
+    let err = Model::load(&extra).err().expect("must fail").to_string();
+    let _ = std::fs::remove_file(&extra);
+    assert!(
+        err.contains("unexpected tensor 'blk.0.ssm_a.weight': it has no place in a llama model"),
+        "{err}"
+    );
+}

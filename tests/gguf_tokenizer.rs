@@ -100,3 +100,32 @@ fn user_defined_and_control_tokens_are_single_ids() {
     assert_eq!(got[1], turn, "{got:?}");
     assert!(got.len() > 2);
 }
+
+#[test]
+fn a_vocabulary_without_scores_or_with_a_wrong_count_is_a_named_error() {
+    use candle_core::quantized::gguf_file::{self, Value as V};
+    let write = |meta: &[(&str, V)]| -> Content {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut buf, &refs, &[]).unwrap();
+        buf.set_position(0);
+        Content::read(&mut buf).unwrap()
+    };
+    let tokens = V::Array(vec![V::String("<unk>".into()), V::String("a".into())]);
+    let no_scores = write(&[
+        ("tokenizer.ggml.model", V::String("llama".into())),
+        ("tokenizer.ggml.tokens", tokens.clone()),
+    ]);
+    let err = tokenizer::from_gguf(&no_scores).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.ggml.scores"), "{err}");
+    let short = write(&[
+        ("tokenizer.ggml.model", V::String("llama".into())),
+        ("tokenizer.ggml.tokens", tokens),
+        ("tokenizer.ggml.scores", V::Array(vec![V::F32(0.0)])),
+    ]);
+    let err = tokenizer::from_gguf(&short).unwrap_err().to_string();
+    assert!(
+        err.contains("has 1 entries, but there are 2 tokens"),
+        "{err}"
+    );
+}
