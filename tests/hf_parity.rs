@@ -211,9 +211,34 @@ fn llama_rope_scaling_matches_hf() {
     }
 }
 
+#[test]
+fn gpt_neo_global_and_local_layers_match_hf() {
+    check_parity("gpt_neo");
+}
+
+#[test]
+fn gemma_matches_hf() {
+    check_parity("gemma");
+}
+
+#[test]
+fn gemma2_softcaps_sandwich_norms_and_window_match_hf() {
+    check_parity("gemma2");
+}
+
+#[test]
+fn gemma3_text_qk_norms_local_rope_and_window_pattern_match_hf() {
+    check_parity("gemma3_text");
+}
+
+#[test]
+fn gemma3_language_model_of_a_multimodal_checkpoint_matches_hf() {
+    check_parity("gemma3");
+}
+
 /// Every LM fixture. `llama_rope_dynamic` is left out of the tests that run rows alone: its
 /// rotary base depends on the longest position of a forward.
-const MODELS: [&str; 15] = [
+const MODELS: [&str; 20] = [
     "gpt2",
     "gpt2_variant",
     "gpt_neox",
@@ -229,6 +254,11 @@ const MODELS: [&str; 15] = [
     "llama_rope_llama3",
     "llama_rope_linear",
     "llama_rope_yarn",
+    "gpt_neo",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
 ];
 
 #[test]
@@ -419,7 +449,7 @@ fn differentiable_path_matches_fast_path() {
 
 #[test]
 fn sequence_classification_heads_match_hf() {
-    for name in ["gpt2_cls", "llama_cls", "qwen2_cls"] {
+    for name in ["gpt2_cls", "llama_cls", "qwen2_cls", "gemma_cls"] {
         let model = load(name);
         assert_eq!(model.info().head, HeadKind::Classification, "{name}");
         assert_eq!(model.info().num_labels, Some(3), "{name}");
@@ -429,7 +459,7 @@ fn sequence_classification_heads_match_hf() {
 
 #[test]
 fn a_classified_row_alone_scores_as_in_its_padded_batch() {
-    for name in ["gpt2_cls", "llama_cls", "qwen2_cls"] {
+    for name in ["gpt2_cls", "llama_cls", "qwen2_cls", "gemma_cls"] {
         let model = load(name);
         let refs = reference(name);
         for side in SIDES {

@@ -203,6 +203,11 @@ fn cached_decoding_matches_full_forward() {
         "llama_rope_llama3",
         "llama_rope_linear",
         "llama_rope_yarn",
+        "gpt_neo",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "gemma3",
     ] {
         let model = Model::load(fixture(name)).unwrap();
         let prompt = Input::padded(

@@ -464,3 +464,87 @@ fn architectures_pick_the_head_and_unknown_heads_are_refused() {
     );
     assert_mentions(&load_err(s.path()), &["score.weight"]);
 }
+
+#[test]
+fn gpt_neo_and_gemma_config_errors_name_the_field() {
+    use serde_json::json;
+    // (fixture, scratch tag, field, value, what the message must name)
+    let cases = [
+        (
+            "gpt_neo",
+            "neo-types-count",
+            "attention_types",
+            json!([[["global", "local"], 1]]),
+            "num_layers",
+        ),
+        (
+            "gpt_neo",
+            "neo-types-kind",
+            "attention_types",
+            json!([[["global", "sparse", "local"], 1]]),
+            "sparse",
+        ),
+        (
+            "gemma3_text",
+            "g3-layer-types",
+            "layer_types",
+            json!(["sliding_attention", "full_attention"]),
+            "num_hidden_layers",
+        ),
+        (
+            "gemma3_text",
+            "g3-layer-kind",
+            "layer_types",
+            json!(["sliding_attention", "chunked_attention", "full_attention"]),
+            "chunked_attention",
+        ),
+        (
+            "gemma3_text",
+            "g3-no-window",
+            "sliding_window",
+            json!(null),
+            "sliding_window",
+        ),
+        (
+            "gemma2",
+            "g2-act",
+            "hidden_activation",
+            json!("tanh"),
+            "tanh",
+        ),
+    ];
+    for (name, tag, field, value, needle) in cases {
+        let s = with_config(name, tag, &[(field, value)]);
+        assert_mentions(&load_err(s.path()), &["config.json", field, needle]);
+    }
+    // A gemma3 config over weights that hold no language model.
+    let text = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(fixture("gemma3_text").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let s = with_config(
+        "gemma3_text",
+        "g3-no-lm",
+        &[
+            ("model_type", json!("gemma3")),
+            ("architectures", json!(["Gemma3ForConditionalGeneration"])),
+            ("text_config", text),
+        ],
+    );
+    assert_mentions(&load_err(s.path()), &["gemma3", "language_model"]);
+}
+
+#[test]
+fn gemma3_loads_its_language_model_with_hf_defaults_for_a_sparse_text_config() {
+    // The fixture's text_config lists only what differs from Gemma3TextConfig's defaults
+    // (tie_word_embeddings, hidden_activation, rms_norm_eps, ... come from the defaults).
+    let model = Model::load(fixture("gemma3")).unwrap();
+    let info = model.info();
+    assert_eq!(info.model_type, "gemma3_text");
+    assert_eq!(
+        (info.n_layers, info.hidden_size, info.head_dim),
+        (2, 32, 16)
+    );
+    assert_eq!(info.head, vene::model::HeadKind::CausalLm);
+    check_logits("gemma3", "gemma3", 1e-4);
+}

@@ -25,6 +25,10 @@ pub struct AttentionOptions {
     pub clip_qkv: Option<f64>,
     /// Index of this layer's rotary embedding in the decoder's list; `None` for no rotary.
     pub rope: Option<usize>,
+    /// A query whose keys are all padding attends evenly over its causal window, not over every
+    /// key (GPT-Neo's eager attention adds the padding mask to already causally masked scores).
+    /// Only padding positions' outputs depend on it.
+    pub pad_rows_attend_causally: bool,
 }
 
 impl AttentionOptions {
@@ -39,6 +43,7 @@ impl AttentionOptions {
             window: None,
             clip_qkv: None,
             rope: None,
+            pad_rows_attend_causally: false,
         }
     }
 }

@@ -285,18 +285,29 @@ impl Architecture for Decoder {
             .iter()
             .map(|r| r.at(&positions))
             .collect::<Result<_>>()?;
-        // One mask per distinct window.
-        let mut biases: HashMap<Option<usize>, Tensor> = HashMap::new();
+        // One mask per distinct window (and padding-row rule).
+        let mask_kind =
+            |o: &super::attention::AttentionOptions| (o.window, o.pad_rows_attend_causally);
+        let mut biases: HashMap<(Option<usize>, bool), Tensor> = HashMap::new();
         for blk in &self.blocks {
-            let w = blk.attn.opts.window;
-            if let std::collections::hash_map::Entry::Vacant(e) = biases.entry(w) {
-                e.insert(ops::attention_bias(mask.as_ref(), b, s, past, w, dev)?);
+            let (w, causal_pad_rows) = mask_kind(&blk.attn.opts);
+            if let std::collections::hash_map::Entry::Vacant(e) = biases.entry((w, causal_pad_rows))
+            {
+                e.insert(ops::attention_bias_with(
+                    mask.as_ref(),
+                    b,
+                    s,
+                    past,
+                    w,
+                    causal_pad_rows,
+                    dev,
+                )?);
             }
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             let o = &blk.attn.opts;
             let inputs = AttentionInputs {
-                bias: &biases[&o.window],
+                bias: &biases[&mask_kind(o)],
                 rotary: o.rope.map(|r| &rotary[r]),
                 differentiable: opts.differentiable,
             };

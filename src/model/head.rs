@@ -34,7 +34,11 @@ impl HeadKind {
     /// The head a Hugging Face (or pyvene) class name implies, or `None` if vene has no such
     /// head (`...ForTokenClassification`, `...ForQuestionAnswering`, `...DoubleHeadsModel`, ...).
     pub fn from_class_name(name: &str) -> Option<HeadKind> {
-        if name.ends_with("ForCausalLM") || name.ends_with("LMHeadModel") {
+        // Gemma3ForConditionalGeneration: vene runs its language model on text.
+        if name.ends_with("ForCausalLM")
+            || name.ends_with("LMHeadModel")
+            || name == "Gemma3ForConditionalGeneration"
+        {
             Some(HeadKind::CausalLm)
         } else if name.ends_with("ForSequenceClassification") || name.ends_with("ForClassification")
         {

@@ -3,8 +3,10 @@
 pub mod attention;
 pub mod cache;
 pub mod decoder;
+pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
+pub mod gpt_neo;
 pub mod gpt_neox;
 pub mod head;
 pub mod hooks;

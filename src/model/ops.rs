@@ -91,6 +91,26 @@ pub fn attention_bias(
     window: Option<usize>,
     device: &Device,
 ) -> Result<Tensor> {
+    attention_bias_with(mask, batch, seq, past, window, false, device)
+}
+
+/// `attention_bias`; with `pad_rows_attend_causally`, keys outside the causal window get twice
+/// the masked value, so a query whose keys are all padding attends evenly over its causal
+/// window instead of over every key (GPT-Neo: HF adds the padding mask to masked scores).
+pub fn attention_bias_with(
+    mask: Option<&Tensor>,
+    batch: usize,
+    seq: usize,
+    past: usize,
+    window: Option<usize>,
+    pad_rows_attend_causally: bool,
+    device: &Device,
+) -> Result<Tensor> {
+    let outside = if pad_rows_attend_causally {
+        2.0 * MASKED
+    } else {
+        MASKED
+    };
     let total = past + seq;
     let keys: Vec<Vec<f32>> = match mask {
         Some(m) => m.to_dtype(DType::F32)?.to_vec2()?,
@@ -103,10 +123,12 @@ pub fn attention_bias(
             for (j, &k) in row.iter().enumerate() {
                 let causal = j <= i;
                 let in_window = window.is_none_or(|w| i - j.min(i) < w);
-                data.push(if causal && in_window && k != 0.0 {
-                    0.0
-                } else {
+                data.push(if !(causal && in_window) {
+                    outside
+                } else if k == 0.0 {
                     MASKED
+                } else {
+                    0.0
                 });
             }
         }

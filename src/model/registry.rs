@@ -3,8 +3,9 @@
 //! list. Adding a family is one file with a `build` function plus one entry here.
 
 use super::decoder::Decoder;
+use super::gemma::{self, GemmaConfig};
 use super::head::{HeadKind, HeadSpec};
-use super::{gpt2, gpt_neox, llama, mlp, olmo, olmo2, phi3, qwen3, Architecture};
+use super::{gpt2, gpt_neo, gpt_neox, llama, mlp, olmo, olmo2, phi3, qwen3, Architecture};
 use crate::config_err;
 use crate::error::Result;
 use candle_nn::VarBuilder;
@@ -94,6 +95,45 @@ pub static FAMILIES: &[Family] = &[
         description: "Phi-3: fused qkv_proj and gate_up_proj (split for the sites)",
         heads: LM,
         build: |c, h, vb| boxed(phi3::build(&parse(c, "phi3")?, h, vb)),
+    },
+    Family {
+        model_type: "gpt_neo",
+        gguf: &[],
+        description:
+            "GPT-Neo: learned positions, global and local (windowed) layers, unscaled attention",
+        heads: LM,
+        build: |c, h, vb| boxed(gpt_neo::build(&parse(c, "gpt_neo")?, h, vb)),
+    },
+    Family {
+        model_type: "gemma",
+        gguf: &[],
+        description: "Gemma: GeGLU, embeddings * sqrt(hidden), RMSNorm (1 + w), free head_dim",
+        heads: LM_CLS,
+        build: |c, h, vb| boxed(gemma::build(&GemmaConfig::parse(c, "gemma")?, h, vb)),
+    },
+    Family {
+        model_type: "gemma2",
+        gguf: &[],
+        description:
+            "Gemma-2: norms around attention and MLP, logit soft-caps, window on alternate layers",
+        heads: LM,
+        build: |c, h, vb| boxed(gemma::build(&GemmaConfig::parse(c, "gemma2")?, h, vb)),
+    },
+    Family {
+        model_type: "gemma3_text",
+        gguf: &[],
+        description:
+            "Gemma-3 text: Gemma-2 with q/k RMSNorm, window layer pattern, local rope base",
+        heads: LM,
+        build: |c, h, vb| boxed(gemma::build(&GemmaConfig::parse(c, "gemma3_text")?, h, vb)),
+    },
+    Family {
+        model_type: "gemma3",
+        gguf: &[],
+        description:
+            "Gemma-3 (`Gemma3ForConditionalGeneration`): its language model on text; no vision",
+        heads: LM,
+        build: |c, h, vb| boxed(gemma::build_gemma3_text_part(c, h, vb)),
     },
     Family {
         model_type: "mlp",
