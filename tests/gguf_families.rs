@@ -18,12 +18,22 @@ const TOL: f32 = 1e-4;
 
 /// Every family with a GGUF twin of its tiny HF fixture.
 const FAMILIES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "gpt2", "gpt_neox",
+    "llama",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "olmo",
+    "olmo2",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
 ];
 /// Those whose GGUF holds the HF directory's model unchanged (the Gemma 2/3 fixtures use
 /// settings GGUF cannot express and were rebuilt for it by the script).
 const SAME_AS_DIR: &[&str] = &[
-    "llama", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "gpt2", "gpt_neox",
+    "llama", "qwen2", "qwen3", "gemma", "olmo", "olmo2", "phi3", "gpt2", "gpt_neox",
 ];
 
 fn gguf_fixture(rel: &str) -> PathBuf {

@@ -106,14 +106,14 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "gemma",
-        gguf: &[],
+        gguf: &["gemma"],
         description: "Gemma: GeGLU, embeddings * sqrt(hidden), RMSNorm (1 + w), free head_dim",
         heads: LM_CLS,
         build: |c, h, vb| boxed(gemma::build(&GemmaConfig::parse(c, "gemma")?, h, vb)),
     },
     Family {
         model_type: "gemma2",
-        gguf: &[],
+        gguf: &["gemma2"],
         description:
             "Gemma-2: norms around attention and MLP, logit soft-caps, window on alternate layers",
         heads: LM,
@@ -121,7 +121,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "gemma3_text",
-        gguf: &[],
+        gguf: &["gemma3"],
         description:
             "Gemma-3 text: Gemma-2 with q/k RMSNorm, window layer pattern, local rope base",
         heads: LM,
