@@ -17,6 +17,7 @@ mod meta;
 pub use header::read_header;
 
 use super::head::HeadSpec;
+use super::load::LoadOptions;
 use super::{registry, tokenizer};
 use super::{Model, SpecialTokens};
 use crate::error::{Error, Result};
@@ -34,7 +35,12 @@ use std::path::Path;
 /// missing metadata key or tensor) is an [`Error::File`] naming the file; a panic inside the
 /// GGUF reader on a malformed file is caught and reported the same way.
 pub fn load_gguf(path: &Path) -> Result<Model> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path))) {
+    load_gguf_with(path, &LoadOptions::default())
+}
+
+/// [`load_gguf`] onto `options.device` (weights are dequantized on the CPU, then moved).
+pub fn load_gguf_with(path: &Path, options: &LoadOptions) -> Result<Model> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path, options))) {
         Ok(r) => r,
         Err(payload) => {
             let why = payload
@@ -50,7 +56,7 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
     }
 }
 
-fn load_inner(path: &Path) -> Result<Model> {
+fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
     if !path.exists() {
         return Err(Error::file(path, "no such file"));
     }
@@ -136,7 +142,9 @@ fn load_inner(path: &Path) -> Result<Model> {
         if t.dtype() != DType::F32 {
             t = t.to_dtype(DType::F32).map_err(bad)?;
         }
-        let t = layout::restore(family, name, t, &heads).map_err(bad)?;
+        let t = layout::restore(family, name, t, &heads)
+            .and_then(|t| t.to_device(&options.device))
+            .map_err(bad)?;
         tensors.insert(hf, t);
     }
     let (tok, special) = if content.metadata.contains_key("tokenizer.ggml.model") {
@@ -145,11 +153,13 @@ fn load_inner(path: &Path) -> Result<Model> {
     } else {
         (None, SpecialTokens::default())
     };
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &options.device);
     // The config names no `architectures`: the registry builds the causal LM head.
     let head = HeadSpec::from_config(&cfg).map_err(|e| in_file(path, e))?;
     let arch = (entry.build)(&cfg, &head, vb).map_err(|e| in_file(path, e))?;
-    Ok(Model::new(arch, tok, special, path.display().to_string()))
+    let mut model = Model::new(arch, tok, special, path.display().to_string());
+    model.device = options.device.clone();
+    Ok(model)
 }
 
 /// Attaches the file name to an error that lacks one.
