@@ -19,6 +19,7 @@ const TOL: f32 = 1e-4;
 /// Every family with a GGUF twin of its tiny HF fixture.
 const FAMILIES: &[&str] = &[
     "llama",
+    "llama_rope_llama3",
     "qwen2",
     "qwen3",
     "gemma",
@@ -33,7 +34,16 @@ const FAMILIES: &[&str] = &[
 /// Those whose GGUF holds the HF directory's model unchanged (the Gemma 2/3 fixtures use
 /// settings GGUF cannot express and were rebuilt for it by the script).
 const SAME_AS_DIR: &[&str] = &[
-    "llama", "qwen2", "qwen3", "gemma", "olmo", "olmo2", "phi3", "gpt2", "gpt_neox",
+    "llama",
+    "llama_rope_llama3",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "olmo",
+    "olmo2",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
 ];
 
 fn gguf_fixture(rel: &str) -> PathBuf {

@@ -16,8 +16,9 @@ It writes, deterministically:
                          for the architecture, and its storage changes: Q/K rows permuted for the
                          rotary layout (llama, olmo), RMSNorm weights stored as 1 + w (gemma, gemma2,
                          gemma3), Conv1D weights transposed (gpt2), fused QKV regrouped as q|k|v
-                         (gptneox). Matrices f16 (the weights are rounded to f16 before the
-                         reference is computed), vectors f32. <name>.logits.safetensors holds
+                         (gptneox), Llama 3 rope scaling as a rope_freqs tensor (llama).
+                         Matrices f16 (the weights are rounded to f16 before the reference is
+                         computed), vectors f32. <name>.logits.safetensors holds
                          transformers' logits on the fixture's left- and right-padded batches
                          (Gemma 2/3: of the model rebuilt with what GGUF can express, see
                          FAMILIES).
@@ -154,6 +155,7 @@ def meta_gptneox(w, c):
 # Gemma 3, both kinds of layers; the extra layers get fresh random weights).
 FAMILIES = {
     "llama": (gguf.MODEL_ARCH.LLAMA, meta_llama, {"permute_qk"}, {}),
+    "llama_rope_llama3": (gguf.MODEL_ARCH.LLAMA, meta_llama, {"permute_qk", "rope_freqs"}, {}),
     "qwen2": (gguf.MODEL_ARCH.QWEN2, meta_llama, set(), {}),
     "qwen3": (gguf.MODEL_ARCH.QWEN3, meta_llama, set(), {}),
     "gemma": (gguf.MODEL_ARCH.GEMMA, meta_common, {"norm_plus_one"}, {}),
@@ -219,6 +221,28 @@ def reference_logits(name, model):
     return out
 
 
+def llama3_rope_divisors(cfg):
+    """llama.cpp's `rope_freqs` for Llama 3 rope scaling: the number each rotary frequency is
+    divided by (1 for short wavelengths, `factor` for long ones, blended between)."""
+    rs = cfg["rope_scaling"]
+    dim = head_dim(cfg)
+    base = cfg.get("rope_theta", 10000.0)
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    orig = rs["original_max_position_embeddings"]
+    out = []
+    for i in range(dim // 2):
+        freq = 1.0 / base ** (2 * i / dim)
+        wavelen = 2 * np.pi / freq
+        if wavelen < orig / high:
+            out.append(1.0)
+        elif wavelen > orig / low:
+            out.append(factor)
+        else:
+            smooth = (orig / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def gguf_tensors(name, cfg, weights, changes, arch):
     n_layers = cfg.get("num_hidden_layers") or cfg["n_layer"]
     names = gguf.get_tensor_name_map(arch, n_layers)
@@ -246,6 +270,8 @@ def gguf_tensors(name, cfg, weights, changes, arch):
             t = neox_qkv_grouped(t, heads)
         # Matrices as f16 (the model's weights were rounded to f16 first), vectors as f32.
         out[g] = np.ascontiguousarray(t.astype(np.float16) if t.ndim == 2 else t)
+    if "rope_freqs" in changes:
+        out["rope_freqs.weight"] = llama3_rope_divisors(cfg)
     return out
 
 

@@ -45,6 +45,8 @@ pub(super) struct GgufFamily {
     /// The converter transposed these parts (GPT-2's Conv1D weights).
     pub transposed: &'static [&'static str],
     pub fused_qkv: FusedQkv,
+    /// A `rope_freqs` tensor holds Llama 3 rope scaling (read by the loader, not a weight).
+    pub rope_freqs: bool,
 }
 
 const LLAMA_TOP: &[(&str, &str)] = &[
@@ -103,11 +105,15 @@ const fn llama_like(
         norm_plus_one,
         transposed: &[],
         fused_qkv: FusedQkv::AsIs,
+        rope_freqs: false,
     }
 }
 
 pub(super) const FAMILIES: &[GgufFamily] = &[
-    llama_like("llama", llama, &[PRE_NORMS, ATTN, GATED_MLP], true, false),
+    GgufFamily {
+        rope_freqs: true,
+        ..llama_like("llama", llama, &[PRE_NORMS, ATTN, GATED_MLP], true, false)
+    },
     llama_like("qwen2", qwen2, &[PRE_NORMS, ATTN, GATED_MLP], false, false),
     llama_like(
         "qwen3",
@@ -177,6 +183,7 @@ pub(super) const FAMILIES: &[GgufFamily] = &[
         norm_plus_one: false,
         transposed: &["attn_qkv", "attn_output", "ffn_up", "ffn_down"],
         fused_qkv: FusedQkv::AsIs,
+        rope_freqs: false,
     },
     GgufFamily {
         arch: "gptneox",
@@ -201,6 +208,7 @@ pub(super) const FAMILIES: &[GgufFamily] = &[
         norm_plus_one: false,
         transposed: &[],
         fused_qkv: FusedQkv::NeoxPerHead,
+        rope_freqs: false,
     },
 ];
 
@@ -232,6 +240,9 @@ impl GgufFamily {
         }
         if let Some((_, hf)) = self.top.iter().find(|(g, _)| *g == name) {
             return Ok(Some(hf.to_string()));
+        }
+        if name == "rope_freqs.weight" && self.rope_freqs {
+            return Ok(None);
         }
         if name.starts_with("rope_freqs.") || name.starts_with("rope_factors_") {
             return Err(

@@ -91,3 +91,63 @@ pub(super) fn dequantize_q8k(bytes: &[u8], dims: &[usize]) -> Result<Tensor> {
 pub(super) fn needs_own_dequantize(t: GgmlDType) -> bool {
     t == GgmlDType::Q8K
 }
+
+/// Llama 3's rope scaling as HF's `rope_scaling`, recovered from llama.cpp's `rope_freqs`
+/// tensor (one divisor per frequency, 1 for high frequencies, `factor` for low ones, blended
+/// between). llama.cpp's converter writes only this tensor; its formula has Llama 3's
+/// `low_freq_factor` 1 and `high_freq_factor` 4, and the pretrained context is read off a
+/// blended frequency (or is Llama 3's 8192 when none is blended). The recovered parameters
+/// must reproduce every divisor, else the file is refused.
+pub(super) fn llama3_scaling(
+    divisors: &[f32],
+    head_dim: usize,
+    theta: f64,
+) -> std::result::Result<serde_json::Value, String> {
+    let (low, high) = (1.0f64, 4.0f64);
+    if divisors.len() != head_dim / 2 {
+        return Err(format!(
+            "rope_freqs has {} values for a head size of {head_dim}",
+            divisors.len()
+        ));
+    }
+    let factor = divisors.iter().fold(1f32, |a, &b| a.max(b)) as f64;
+    let wavelen =
+        |i: usize| 2.0 * std::f64::consts::PI * theta.powf(2.0 * i as f64 / head_dim as f64);
+    // A blended divisor d = 1 / ((1 - s) / factor + s) gives s, and s = (orig / wavelen - low)
+    // / (high - low) gives orig.
+    let blended = divisors
+        .iter()
+        .position(|&d| (d as f64) > 1.0 + 1e-4 && (d as f64) < factor - 1e-4);
+    let original = match blended {
+        Some(i) if factor > 1.0 => {
+            let s = (1.0 / divisors[i] as f64 - 1.0 / factor) / (1.0 - 1.0 / factor);
+            ((s * (high - low) + low) * wavelen(i)).round()
+        }
+        _ => 8192.0,
+    };
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    for (i, &d) in divisors.iter().enumerate() {
+        let w = wavelen(i);
+        let want = if w < high_wavelen {
+            1.0
+        } else if w > low_wavelen {
+            factor
+        } else {
+            let s = (original / w - low) / (high - low);
+            1.0 / ((1.0 - s) / factor + s)
+        };
+        if ((d as f64) - want).abs() > 1e-3 * want {
+            return Err(format!(
+                "rope_freqs[{i}] = {d} does not follow Llama 3's rope scaling (expected {want:.6} \
+                 for factor {factor}, pretrained context {original})"
+            ));
+        }
+    }
+    Ok(serde_json::json!({
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": low,
+        "high_freq_factor": high,
+        "original_max_position_embeddings": original as usize,
+    }))
+}

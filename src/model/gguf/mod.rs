@@ -93,7 +93,7 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
         .iter()
         .map(|(n, i)| (n.clone(), i.shape.dims().to_vec()))
         .collect();
-    let cfg = (family.config)(&meta, &shapes)?;
+    let mut cfg = (family.config)(&meta, &shapes)?;
     let n_layers = meta.usize(&meta.key("block_count"))?;
 
     // Every tensor must map to a Hugging Face name; required ones must be present.
@@ -146,6 +146,18 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
             .and_then(|t| t.to_device(&options.device))
             .map_err(bad)?;
         tensors.insert(hf, t);
+    }
+    if family.rope_freqs && content.tensor_infos.contains_key("rope_freqs.weight") {
+        let bad = |e: String| Error::file(path, format!("tensor 'rope_freqs.weight': {e}"));
+        let divisors: Vec<f32> = content
+            .tensor(&mut reader, "rope_freqs.weight", &dev)
+            .and_then(|q| q.dequantize(&dev))
+            .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+            .map_err(|e| bad(e.to_string()))?;
+        let count = |k: &str| cfg.get(k).and_then(|v| v.as_f64());
+        let head_dim = count("head_dim").unwrap_or(0.0) as usize;
+        let theta = count("rope_theta").unwrap_or(10_000.0);
+        cfg["rope_scaling"] = layout::llama3_scaling(&divisors, head_dim, theta).map_err(bad)?;
     }
     let (tok, special) = if content.metadata.contains_key("tokenizer.ggml.model") {
         let (t, s) = tokenizer::from_gguf(&content).map_err(|e| in_file(path, e))?;
