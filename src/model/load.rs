@@ -37,7 +37,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model> {
         ));
     }
     if path.is_file() {
-        return super::gguf::load_gguf(path);
+        return super::gguf::load_gguf_with(path, options);
     }
     load_hf_dir(path, options)
 }

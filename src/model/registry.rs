@@ -38,7 +38,7 @@ const LM_CLS: &[HeadKind] = &[HeadKind::CausalLm, HeadKind::Classification, Head
 pub static FAMILIES: &[Family] = &[
     Family {
         model_type: "gpt2",
-        gguf: &[],
+        gguf: &["gpt2"],
         description:
             "GPT-2: learned positions, LayerNorm, fused Conv1D q/k/v (split for the sites)",
         heads: LM_CLS,
@@ -46,7 +46,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "gpt_neox",
-        gguf: &[],
+        gguf: &["gptneox"],
         description: "GPT-NeoX / Pythia: partial rotary, parallel residual, fused per-head q/k/v",
         heads: LM,
         build: |c, h, vb| boxed(gpt_neox::build(&parse(c, "gpt_neox")?, h, vb)),
@@ -68,35 +68,35 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "qwen2",
-        gguf: &[],
+        gguf: &["qwen2"],
         description: "Qwen2 / Qwen2.5: Llama with q/k/v biases",
         heads: LM_CLS,
         build: |c, h, vb| boxed(llama::build(&parse(c, "qwen2")?, h, vb)),
     },
     Family {
         model_type: "qwen3",
-        gguf: &[],
+        gguf: &["qwen3"],
         description: "Qwen3: per-head q/k RMSNorm, explicit head_dim",
         heads: LM,
         build: |c, h, vb| boxed(qwen3::build(&parse(c, "qwen3")?, h, vb)),
     },
     Family {
         model_type: "olmo",
-        gguf: &[],
+        gguf: &["olmo"],
         description: "OLMo: LayerNorm without parameters, clip_qkv",
         heads: LM,
         build: |c, h, vb| boxed(olmo::build(&parse(c, "olmo")?, h, vb)),
     },
     Family {
         model_type: "olmo2",
-        gguf: &[],
+        gguf: &["olmo2"],
         description: "OLMo-2: RMSNorm after attention and MLP (no pre-norm), q/k RMSNorm",
         heads: LM,
         build: |c, h, vb| boxed(olmo2::build(&parse(c, "olmo2")?, h, vb)),
     },
     Family {
         model_type: "phi3",
-        gguf: &[],
+        gguf: &["phi3"],
         description: "Phi-3 / 3.5: fused qkv_proj and gate_up_proj (split for the sites), LongRoPE",
         heads: LM,
         build: |c, h, vb| boxed(phi3::build(&parse(c, "phi3")?, h, vb)),
@@ -111,14 +111,14 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "gemma",
-        gguf: &[],
+        gguf: &["gemma"],
         description: "Gemma: GeGLU, embeddings * sqrt(hidden), RMSNorm (1 + w), free head_dim",
         heads: LM_CLS,
         build: |c, h, vb| boxed(gemma::build(&GemmaConfig::parse(c, "gemma")?, h, vb)),
     },
     Family {
         model_type: "gemma2",
-        gguf: &[],
+        gguf: &["gemma2"],
         description:
             "Gemma-2: norms around attention and MLP, logit soft-caps, window on alternate layers",
         heads: LM,
@@ -126,7 +126,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "gemma3_text",
-        gguf: &[],
+        gguf: &["gemma3"],
         description:
             "Gemma-3 text: Gemma-2 with q/k RMSNorm, window layer pattern, local rope base",
         heads: LM,
