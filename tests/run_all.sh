@@ -54,6 +54,9 @@ step "Go binding (bindings/go: go vet, go test -race against target/release/libv
   && { [ -z "$unformatted" ] || { echo "gofmt needed: $unformatted" >&2; exit 1; }; } \
   && go vet ./... && go test -race -count=1 ./...)
 
+step "quick-starts (README snippets built and run as written, outside the repository)"
+bash tests/quickstart/run.sh
+
 step "Julia binding (bindings/julia/Vene.jl)"
 if command -v julia >/dev/null; then
   julia --project=bindings/julia/Vene.jl -e 'using Pkg; Pkg.test()'

@@ -520,7 +520,8 @@ typedef struct vene_model_info {
    */
   uint32_t has_tokenizer;
   /**
-   * `gpt2`, `gpt_neox`, `llama`, `mistral`, `qwen2` or `mlp`.
+   * The family's `model_type` as vene's model registry names it (`gpt2`, `llama`, `qwen3`,
+   * `mlp`, ...; `vene info` and the README's "Model families" table list them all).
    */
   const char *model_type;
   /**
@@ -951,8 +952,9 @@ vene_status vene_intervenable_representation(const struct vene_intervenable *iv,
 
 /**
  * The parameters and buffers of representation `index`'s intervention, under pyvene's
- * state-dict names (e.g. "rotate_layer.weight"), as a new result (empty for interventions
- * without state). Free it with `vene_result_free`.
+ * state-dict names (the keys pyvene's `state_dict()` writes: "embed_dim", "interchange_dim",
+ * "source_representation" for a constant source, "rotate_layer.parametrizations.weight.original",
+ * ...), as a new result. Free it with `vene_result_free`.
  */
 vene_status vene_intervenable_state(const struct vene_intervenable *iv,
                                     size_t index,
@@ -960,8 +962,10 @@ vene_status vene_intervenable_state(const struct vene_intervenable *iv,
 
 /**
  * Loads parameters into representation `index`'s intervention: `n` tensors named by
- * pyvene's state-dict names. Every parameter the intervention has must be given, with its
- * shape. Linked representations share one intervention object.
+ * pyvene's state-dict names, e.g. a whole pyvene `state_dict()`. Every parameter the
+ * intervention has must be given, with its shape; "embed_dim" must match the site,
+ * "interchange_dim" sets the swapped width, "source_representation" the constant source.
+ * Linked representations share one intervention object.
  */
 vene_status vene_intervenable_load_state(struct vene_intervenable *iv,
                                          size_t index,
