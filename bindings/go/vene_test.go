@@ -432,7 +432,7 @@ func TestPlainRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	prompt := Tokens(1, 2, 3, 4)
-	o, err := ref.Generate(&Request{Base: prompt, Sources: []*Input{prompt}, OutputOriginal: true}, sampled)
+	o, err := ref.Generate(&Request{Base: prompt, Sources: []*Input{prompt}, Locations: []Location{At(0)}, OutputOriginal: true}, sampled)
 	if err != nil {
 		t.Fatal(err)
 	}
