@@ -418,7 +418,8 @@ pub fn parse_input(model: &Model, v: &Value, field: &str) -> Result<Input> {
         let rows: Vec<Vec<u32>> = texts
             .iter()
             .map(|s| model.encode(s))
-            .collect::<Result<_>>()?;
+            .collect::<Result<_>>()
+            .map_err(|e| invalid!("{field}.text: {e}"))?;
         let left = match obj.get("padding_side").and_then(Value::as_str) {
             None | Some("right") => false,
             Some("left") => true,
