@@ -19,7 +19,7 @@ pub fn check_keys<'a>(
 ) -> Option<&'a str> {
     obj.keys()
         .map(String::as_str)
-        .find(|k| !(comments && k.starts_with('_')) && !known.contains(k))
+        .find(|k| (!comments || !k.starts_with('_')) && !known.contains(k))
 }
 
 /// A non-negative integer.
