@@ -267,3 +267,49 @@ fn generation_defaults_are_shared() {
         assert!(e.contains(field), "{bad}: {e}");
     }
 }
+
+/// `vene run --top-k 5` on the seed's interchange (SmolLM2, layer 23 block_output, Spain ->
+/// Italy at position 4) shows " Rome" first for the intervened run and " Madrid" for the
+/// original; `--json` gives the same answer.
+#[test]
+fn vene_run_top_k_shows_the_answer() {
+    let model = vene::fetch::default_model(false).expect("the default model");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("top_k");
+    std::fs::create_dir_all(&dir).unwrap();
+    let req = dir.join("seed.json");
+    let body = json!({
+        "model": model,
+        "config": [{"layer": 23, "component": "block_output", "intervention_type": "vanilla"}],
+        "base": {"text": ["The capital of Spain is"]},
+        "sources": [{"text": ["The capital of Italy is"]}],
+        "unit_locations": {"sources->base": 4},
+        "output_original_output": true,
+        "logits": "last"
+    });
+    std::fs::write(&req, body.to_string()).unwrap();
+    let req = req.to_str().unwrap();
+    let text = vene(&["run", "--request", req, "--top-k", "5"]).unwrap();
+    let first = |label: &str| {
+        let at = text.find(&format!("{label}: top 5 tokens")).unwrap();
+        text[at..].lines().nth(1).unwrap().to_string()
+    };
+    assert!(first("intervened").contains("\" Rome\""), "{text}");
+    assert!(first("original").contains("\" Madrid\""), "{text}");
+    let v: Value =
+        serde_json::from_str(&vene(&["run", "--request", req, "--top-k", "5", "--json"]).unwrap())
+            .unwrap();
+    assert_eq!(v["top_k"]["intervened"][0][0]["token"], " Rome");
+    assert_eq!(v["top_k"]["intervened"][0].as_array().unwrap().len(), 5);
+    assert_eq!(v["top_k"]["original"][0][0]["token"], " Madrid");
+    // A generation request shows the new ids (this fixture has no tokenizer).
+    let shown = vene(&[
+        "run",
+        "--request",
+        requests("plain_generate.json").to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(
+        shown.contains("intervened: generated") && shown.contains("row 0:"),
+        "{shown}"
+    );
+}
