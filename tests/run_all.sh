@@ -62,7 +62,7 @@ else
 fi
 
 step "plugin SDK (plugins/: separate cargo projects; the tests build the examples)"
-rustfmt --edition 2021 --check plugins/sdk/src/*.rs plugins/examples/*/src/*.rs
+rustfmt --edition 2021 --check plugins/abi/src/*.rs plugins/sdk/src/*.rs plugins/examples/*/src/*.rs
 cargo test --release --quiet --manifest-path plugins/sdk/Cargo.toml --features std --target-dir target/plugins
 cargo clippy --release --quiet --manifest-path plugins/sdk/Cargo.toml --features std --target-dir target/plugins -- -D warnings
 
