@@ -405,6 +405,8 @@ typedef struct vene_request {
 /**
  * Options for `vene_intervenable_generate`. Initialize with `vene_generate_options_init`;
  * a zeroed struct (with `struct_size` set) also means greedy decoding, but of 0 tokens.
+ * The defaults and checks are those of every front end (`vene run`'s "generate" object,
+ * the bindings): a bad value gives the same message everywhere.
  */
 typedef struct vene_generate_options {
   /**
@@ -412,7 +414,7 @@ typedef struct vene_generate_options {
    */
   uint32_t struct_size;
   /**
-   * New tokens per row at most. Default 20.
+   * New tokens per row at most. Default 32.
    */
   uint32_t max_new_tokens;
   /**
@@ -420,7 +422,7 @@ typedef struct vene_generate_options {
    */
   double temperature;
   /**
-   * Nucleus sampling threshold in (0, 1); 0 = off. Default 0.
+   * Nucleus sampling threshold in (0, 1] when sampling; 0 = off. Default 0.
    */
   double top_p;
   /**
@@ -889,7 +891,8 @@ vene_status vene_result_top_k(const struct vene_result *res,
 
 /**
  * Compiles `config_json` (pyvene's IntervenableConfig as JSON: a list of representations, or
- * `{"mode": ..., "representations": [...]}`) for `model`. On success `*out` is a new
+ * `{"mode": ..., "representations": [...]}`) for `model`. `"[]"` or `"null"`: the plain
+ * model, whose runs and generations equal the model's own. On success `*out` is a new
  * intervenable; free it with `vene_intervenable_free`. It keeps the model's weights alive.
  */
 vene_status vene_intervenable_create(const struct vene_model *model,
@@ -903,7 +906,8 @@ vene_status vene_intervenable_create(const struct vene_model *model,
 void vene_intervenable_free(struct vene_intervenable *iv);
 
 /**
- * Runs a JSON request: the `vene run` request without "model" and "config" (fields "base",
+ * Runs a JSON request: the `vene run` request without the fields that set up an intervenable
+ * ("model", "config", "knob", "plugins", "wasm_limits": refused here) (fields "base",
  * "sources", "unit_locations", "subspaces", "source_representations", "tensors",
  * "intervention_state", "output_original_output", "logits", "generate"). Relative file paths
  * in it are resolved against the current directory. On success `*out` holds the tensors
@@ -926,7 +930,7 @@ vene_status vene_intervenable_run(const struct vene_intervenable *iv,
 /**
  * Generates from the request's base (token ids, left-padded when rows differ) with the
  * interventions in place, gated as pyvene does (see `vene_generate_options`). `opts` may be
- * NULL (greedy, 20 new tokens). `req->logits` is ignored. On success `*out` holds
+ * NULL (greedy, 32 new tokens). `req->logits` is ignored. On success `*out` holds
  * "generated.ids" (batch, prompt + new) as integers (read with `vene_result_tensor_i64`),
  * "original.generated.ids" with `output_original`, and "collected.N".
  */

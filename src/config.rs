@@ -109,8 +109,10 @@ impl IntervenableConfig {
 
     /// Accepts `{"mode", "representations", "intervention_types"}` (pyvene's config, including
     /// what `save()` writes), a bare list of representations, or one representation object.
+    /// No representations (`[]`, `null`) is the plain model: runs equal `Model::forward`.
     pub fn from_json(v: &Value) -> Result<Self> {
         let (reps, mode, types) = match v {
+            Value::Null => (Vec::new(), Mode::Parallel, None),
             Value::Array(items) => (items.clone(), Mode::Parallel, None),
             Value::Object(o) if o.contains_key("representations") => {
                 let mode = match o.get("mode") {
@@ -143,9 +145,6 @@ impl IntervenableConfig {
                 ))
             }
         };
-        if reps.is_empty() {
-            return Err(config_err!("config.representations is empty"));
-        }
         let mut out = Vec::with_capacity(reps.len());
         for (i, r) in reps.iter().enumerate() {
             out.push(

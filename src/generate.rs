@@ -7,7 +7,18 @@ use crate::model::{ForwardOptions, Hooks, Input, KvCache, LogitPositions, Model}
 use candle_core::{DType, IndexOp, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
-#[derive(Debug, Clone)]
+/// New tokens per row when a request does not say: every front end (`vene run` requests, the
+/// C API's `vene_generate_options_init`, the bindings, `vene generate`/`vene steer`) uses it.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 32;
+/// The sampling seed when a request does not say (0, so that a zeroed C struct or a Go zero
+/// value means the same as leaving the seed out).
+pub const DEFAULT_SEED: u64 = 0;
+
+/// How to decode. The defaults (`Default`) are the ones every front end documents: greedy,
+/// [`DEFAULT_MAX_NEW_TOKENS`] new tokens, stop at end-of-sequence, seed [`DEFAULT_SEED`].
+/// Front ends check options with [`GenerateOptions::validate`], so a bad value gives the same
+/// message from the CLI, a request file, the C API and the bindings.
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     /// 0 (or `do_sample` false in requests) means greedy decoding.
@@ -24,11 +35,11 @@ pub struct GenerateOptions {
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
-            max_new_tokens: 32,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             temperature: 0.0,
             top_k: None,
             top_p: None,
-            seed: 299792458,
+            seed: DEFAULT_SEED,
             stop_ids: Vec::new(),
             stop_at_eos: true,
         }
@@ -36,6 +47,41 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
+    /// Checks the options, naming the option at fault. Every front end calls this.
+    pub fn validate(&self) -> Result<()> {
+        let t = self.temperature;
+        if !t.is_finite() || t < 0.0 {
+            return Err(invalid!(
+                "generation option temperature must be 0 (greedy) or above, got {t}"
+            ));
+        }
+        if let Some(p) = self.top_p {
+            if !(p.is_finite() && p > 0.0 && p <= 1.0) {
+                return Err(invalid!(
+                    "generation option top_p must be above 0 and at most 1, got {p}"
+                ));
+            }
+        }
+        if self.top_k == Some(0) {
+            return Err(invalid!(
+                "generation option top_k must be at least 1, got 0"
+            ));
+        }
+        if t == 0.0 {
+            for (name, set) in [
+                ("top_k", self.top_k.is_some()),
+                ("top_p", self.top_p.is_some()),
+            ] {
+                if set {
+                    return Err(invalid!(
+                        "generation option {name} only applies when sampling: set a temperature above 0 (do_sample: true in a request)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn sampling(&self) -> Sampling {
         let t = self.temperature;
         if t <= 0.0 {
@@ -65,6 +111,7 @@ pub fn decode(
     mut step: impl FnMut(&Input, &mut KvCache, usize) -> Result<Tensor>,
     mut on_tokens: impl FnMut(&[u32]) -> Result<()>,
 ) -> Result<Tensor> {
+    opts.validate()?;
     let ids = prompt
         .ids
         .as_ref()

@@ -371,6 +371,11 @@ impl IntervenableModel {
     }
 
     fn broadcast_sources(&self, sources: &[Option<Input>]) -> Result<Vec<Option<Input>>> {
+        if self.reps.is_empty() && sources.iter().any(Option::is_some) {
+            return Err(invalid!(
+                "sources were given, but the config has no representations (a plain run takes only a base)"
+            ));
+        }
         match sources.len() {
             0 => Ok(vec![None; self.n_groups]),
             1 => Ok(vec![sources[0].clone(); self.n_groups]),
@@ -748,7 +753,7 @@ fn compile(
             })?)
         }
         Some(v) => Some(
-            tensor_from_json(v, model.device())
+            crate::request::json::tensor_from_json(v, model.device())
                 .map_err(|e| invalid!("source_representation: {e}"))?,
         ),
     };
@@ -768,43 +773,6 @@ fn compile(
         keep_last_dim: r.keep_last_dim,
         embed_dim: info.dim * r.max_number_of_units,
     })
-}
-
-/// A nested JSON number array as an f32 tensor.
-pub fn tensor_from_json(v: &serde_json::Value, device: &candle_core::Device) -> Result<Tensor> {
-    fn walk(
-        v: &serde_json::Value,
-        depth: usize,
-        shape: &mut Vec<usize>,
-        out: &mut Vec<f32>,
-    ) -> std::result::Result<(), String> {
-        match v {
-            serde_json::Value::Number(n) => {
-                if depth != shape.len() {
-                    return Err("ragged nesting".into());
-                }
-                out.push(n.as_f64().unwrap_or(0.0) as f32);
-                Ok(())
-            }
-            serde_json::Value::Array(a) => {
-                if depth == shape.len() {
-                    shape.push(a.len());
-                } else if shape[depth] != a.len() {
-                    return Err(format!(
-                        "ragged array: lengths {} and {}",
-                        shape[depth],
-                        a.len()
-                    ));
-                }
-                a.iter().try_for_each(|x| walk(x, depth + 1, shape, out))
-            }
-            other => Err(format!("expected numbers, got {other}")),
-        }
-    }
-    let mut shape = Vec::new();
-    let mut data = Vec::new();
-    walk(v, 0, &mut shape, &mut data).map_err(|e| invalid!("{e}"))?;
-    Ok(Tensor::from_vec(data, shape, device)?)
 }
 
 struct Getter {

@@ -15,7 +15,6 @@ pub mod intervention;
 pub mod knob;
 pub mod location;
 pub mod model;
-pub mod plot;
 pub mod plugin;
 pub mod request;
 pub mod site;

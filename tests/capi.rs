@@ -436,3 +436,103 @@ fn helpers_under_valgrind() {
     let native = plugins_support::native_c().display().to_string();
     valgrind(&exe, &[&llama(), &native, "-"]);
 }
+
+// === Plain runs and one request through every front end ===
+
+fn requests(name: &str) -> String {
+    root()
+        .join("tests/fixtures/requests")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `vene run --json` on a request file: (stdout as JSON, or the stderr message on failure).
+fn vene_run_json(request: &str) -> Result<serde_json::Value, String> {
+    let o = Command::new(env!("CARGO_BIN_EXE_vene"))
+        .args(["run", "--request", request, "--json"])
+        .output()
+        .expect("vene run");
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+    }
+    Ok(serde_json::from_slice(&o.stdout).expect("vene run --json prints JSON"))
+}
+
+/// A C program with an empty config: its logits are Model::forward's bit for bit; its sampled
+/// generation gives `vene run`'s ids, and top_p = 1.5 `vene run`'s message. Also under valgrind.
+#[test]
+fn plain_runs_equal_the_model_and_vene_run() {
+    use vene::{ForwardOptions, Input, Model, NoHooks};
+    let exe = compile("tests/c/test_plain.c", "test_plain", false, false);
+    let bin = out_dir().join("plain_logits.bin");
+    let out = run(&exe, &[&llama(), bin.to_str().unwrap()]);
+    assert!(out.contains("test_plain: all checks passed"), "{out}");
+
+    let m = Model::load(llama()).unwrap();
+    let ids = candle_core::Tensor::new(
+        &[[1u32, 2, 3, 4, 5], [6, 7, 8, 9, 10]],
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let want: Vec<f32> = m
+        .forward(
+            &Input::from_ids(ids),
+            &mut NoHooks,
+            &ForwardOptions::default(),
+        )
+        .unwrap()
+        .logits
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let got: Vec<f32> = std::fs::read(&bin)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "plain C run differs from Model::forward"
+    );
+
+    let c_ids: Vec<i64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ids:"))
+        .expect("ids line")
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let v = vene_run_json(&requests("plain_generate.json")).unwrap();
+    let cli: Vec<i64> =
+        serde_json::from_value(v["generated"]["intervened"][0]["ids"].clone()).unwrap();
+    assert_eq!(c_ids[4..], cli[..], "C and vene run generate different ids");
+
+    let c_msg = out
+        .lines()
+        .find_map(|l| l.strip_prefix("top_p error: "))
+        .expect("top_p error line");
+    let cli_msg = vene_run_json(&requests("bad_top_p.json")).unwrap_err();
+    // The same message; the C API names the entry point first, as for every error.
+    assert_eq!(
+        format!(
+            "error: vene_intervenable_generate: {}",
+            cli_msg.trim_start_matches("error: ")
+        ),
+        format!("error: {c_msg}")
+    );
+    assert!(
+        cli_msg.contains("top_p") && cli_msg.contains("1.5"),
+        "{cli_msg}"
+    );
+
+    valgrind(
+        &exe,
+        &[&llama(), out_dir().join("plain_vg.bin").to_str().unwrap()],
+    );
+}

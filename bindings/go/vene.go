@@ -462,12 +462,16 @@ type RepresentationInfo struct {
 	Layer, Group                           int
 }
 
-// NewIntervenable compiles a pyvene IntervenableConfig (JSON) for m.
+// NewIntervenable compiles a pyvene IntervenableConfig (JSON) for m. An empty string or "[]"
+// is the plain model: its runs and generations equal the model's own.
 func NewIntervenable(m *Model, configJSON string) (*Intervenable, error) {
 	var p *C.vene_intervenable
 	err := m.use(func(mp *C.vene_model) error {
 		var a arena
 		defer a.free()
+		if configJSON == "" {
+			configJSON = "[]" // the plain model
+		}
 		cfg := a.str(configJSON)
 		return call(func() C.vene_status { return C.vene_intervenable_create(mp, cfg, &p) })
 	})
@@ -539,9 +543,12 @@ func (iv *Intervenable) Run(r *Request) (*Result, error) {
 	return newResult(out), nil
 }
 
-// GenerateOptions controls generation; the zero value is greedy decoding of 20 tokens.
+// GenerateOptions controls generation. The zero value means the defaults every front end
+// shares (vene_generate_options_init): greedy decoding of 32 new tokens, stopping at
+// end-of-sequence, seed 0. The library checks the options, with the same messages as
+// `vene run` (e.g. TopP must be in (0, 1], TopK and TopP need a Temperature above 0).
 type GenerateOptions struct {
-	MaxNewTokens      int     // 0: 20
+	MaxNewTokens      int     // 0: the default (32)
 	Temperature, TopP float64 // 0: greedy; 0: no nucleus
 	TopK              int
 	Seed              uint64

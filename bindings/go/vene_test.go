@@ -1,9 +1,12 @@
 package vene
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -386,4 +389,114 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
+}
+
+// The vene binary next to the library (tests/run_all.sh builds both before the Go tests).
+var veneBin = filepath.Join("..", "..", "target", "release", "vene")
+
+// veneRun runs `vene run --request FILE --json`: stdout, or the stderr message on failure.
+func veneRun(t *testing.T, request string) (map[string]any, string) {
+	t.Helper()
+	if _, err := os.Stat(veneBin); err != nil {
+		t.Fatalf("%s is missing: build it with cargo build --release", veneBin)
+	}
+	cmd := exec.Command(veneBin, "run", "--request", filepath.Join("..", "..", "tests", "fixtures", "requests", request), "--json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, strings.TrimSpace(stderr.String())
+	}
+	var v map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
+		t.Fatalf("vene run --json: %v: %s", err, stdout.String())
+	}
+	return v, ""
+}
+
+// The options of tests/fixtures/requests/plain_generate.json.
+var sampled = GenerateOptions{MaxNewTokens: 6, Temperature: 0.8, TopK: 20, TopP: 0.9, Seed: 7, IgnoreEOS: true}
+
+// An empty config is the plain model: its logits are the model's own forward (the
+// "original.logits" of any intervenable) bit for bit, and so is its generation.
+func TestPlainRuns(t *testing.T) {
+	m := mustModel(t)
+	ref := mustIV(t, m, vanilla)
+	base := &Input{IDs: []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, Batch: 2, Seq: 5}
+	r, err := ref.Run(&Request{Base: base, Sources: []*Input{base}, OutputOriginal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := r.Tensor("original.logits")
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := Tokens(1, 2, 3, 4)
+	o, err := ref.Generate(&Request{Base: prompt, Sources: []*Input{prompt}, Locations: []Location{At(0)}, OutputOriginal: true}, sampled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	wantIDs, err := o.IDs("original.generated.ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []string{"", "[]"} {
+		iv := mustIV(t, m, cfg)
+		if got := logits(t)(iv.Run(&Request{Base: base})); !equal(got, want.Data) {
+			t.Fatalf("config %q: plain logits differ from the model's", cfg)
+		}
+		g, err := iv.Generate(&Request{Base: prompt}, sampled)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := g.IDs("generated.ids")
+		g.Close()
+		if err != nil || fmt.Sprint(ids.Data) != fmt.Sprint(wantIDs.Data) {
+			t.Fatalf("config %q: plain generation %v, the model's %v (%v)", cfg, ids, wantIDs, err)
+		}
+		_, err = iv.Run(&Request{Base: base, Sources: []*Input{base}})
+		wantStatus(t, err, ErrInvalidInput, "no representations")
+	}
+}
+
+// One generation request gives the same ids through Go and `vene run`, and an invalid one the
+// same message.
+func TestOneRequestEverywhere(t *testing.T) {
+	m := mustModel(t)
+	iv := mustIV(t, m, "")
+	g, err := iv.Generate(&Request{Base: Tokens(1, 2, 3, 4)}, sampled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	ids, err := g.IDs("generated.ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, msg := veneRun(t, "plain_generate.json")
+	if v == nil {
+		t.Fatalf("vene run failed: %s", msg)
+	}
+	cli := v["generated"].(map[string]any)["intervened"].([]any)[0].(map[string]any)["ids"].([]any)
+	var got []int64
+	for _, x := range cli {
+		got = append(got, int64(x.(float64)))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(ids.Data[4:]) {
+		t.Fatalf("vene run generated %v, Go %v", got, ids.Data[4:])
+	}
+	bad := sampled
+	bad.TopP = 1.5
+	_, err = iv.Generate(&Request{Base: Tokens(1, 2, 3, 4)}, bad)
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("top_p 1.5: want an error, got %v", err)
+	}
+	// The same message; the C API names the entry point first, as for every error.
+	_, cliMsg := veneRun(t, "bad_top_p.json")
+	if "error: vene_intervenable_generate: "+strings.TrimPrefix(cliMsg, "error: ") != "error: "+e.Message ||
+		!strings.Contains(cliMsg, "top_p") {
+		t.Fatalf("messages differ:\n  vene run: %s\n  Go:       %s", cliMsg, e.Message)
+	}
 }

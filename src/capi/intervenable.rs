@@ -7,6 +7,7 @@ use super::request::*;
 use super::result::vene_result;
 use crate::config::IntervenableConfig;
 use crate::intervenable::IntervenableModel;
+use crate::request::RunRequest;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::raw::c_char;
@@ -72,7 +73,8 @@ fn cstring(s: &str) -> CString {
 }
 
 /// Compiles `config_json` (pyvene's IntervenableConfig as JSON: a list of representations, or
-/// `{"mode": ..., "representations": [...]}`) for `model`. On success `*out` is a new
+/// `{"mode": ..., "representations": [...]}`) for `model`. `"[]"` or `"null"`: the plain
+/// model, whose runs and generations equal the model's own. On success `*out` is a new
 /// intervenable; free it with `vene_intervenable_free`. It keeps the model's weights alive.
 #[no_mangle]
 pub unsafe extern "C" fn vene_intervenable_create(
@@ -101,7 +103,8 @@ pub unsafe extern "C" fn vene_intervenable_free(iv: *mut vene_intervenable) {
     });
 }
 
-/// Runs a JSON request: the `vene run` request without "model" and "config" (fields "base",
+/// Runs a JSON request: the `vene run` request without the fields that set up an intervenable
+/// ("model", "config", "knob", "plugins", "wasm_limits": refused here) (fields "base",
 /// "sources", "unit_locations", "subspaces", "source_representations", "tensors",
 /// "intervention_state", "output_original_output", "logits", "generate"). Relative file paths
 /// in it are resolved against the current directory. On success `*out` holds the tensors
@@ -122,15 +125,10 @@ pub unsafe extern "C" fn vene_intervenable_run_json(
                 format!("request_json: invalid JSON: {e}"),
             )
         })?;
-        for k in ["model", "config"] {
-            if req.get(k).is_some() {
-                return Err(Failure::new(
-                    VENE_ERR_INVALID_INPUT,
-                    format!("request field '{k}' belongs to `vene run` files; the intervenable already has one"),
-                ));
-            }
-        }
-        let tensors = crate::request::run(&mut h.write(), &req, Path::new(""))?;
+        let mut guard = h.write();
+        let request = crate::request::parse::body(&mut guard, &req, Path::new(""))?;
+        let tensors = request.run(&guard)?;
+        drop(guard);
         *out = handle::publish(vene_result::from_outputs(tensors)?);
         Ok(())
     })
@@ -154,23 +152,12 @@ pub unsafe extern "C" fn vene_intervenable_run(
         arg_out(out, "out")?;
         let r = read_sized(req, REQUEST_DEFAULT, REQUEST_MIN, "req")?;
         let guard = h.read();
-        let request = request(&r, guard.model().device())?;
-        let outcome = guard.forward(&request)?;
+        let run = RunRequest {
+            forward: request(&r, guard.model().device())?,
+            generate: None,
+        };
+        let named = run.run(&guard)?;
         drop(guard);
-        let mut named = Vec::new();
-        if let Some(l) = outcome.original.and_then(|o| o.logits) {
-            named.push(("original.logits".to_string(), l));
-        }
-        if let Some(l) = outcome.intervened.logits {
-            named.push(("intervened.logits".to_string(), l));
-        }
-        named.push((
-            "intervened.last_hidden_state".to_string(),
-            outcome.intervened.hidden,
-        ));
-        for (i, c) in outcome.collected.into_iter().enumerate() {
-            named.push((format!("collected.{i}"), c));
-        }
         *out = handle::publish(vene_result::from_outputs(named)?);
         Ok(())
     })
@@ -178,7 +165,7 @@ pub unsafe extern "C" fn vene_intervenable_run(
 
 /// Generates from the request's base (token ids, left-padded when rows differ) with the
 /// interventions in place, gated as pyvene does (see `vene_generate_options`). `opts` may be
-/// NULL (greedy, 20 new tokens). `req->logits` is ignored. On success `*out` holds
+/// NULL (greedy, 32 new tokens). `req->logits` is ignored. On success `*out` holds
 /// "generated.ids" (batch, prompt + new) as integers (read with `vene_result_tensor_i64`),
 /// "original.generated.ids" with `output_original`, and "collected.N".
 #[no_mangle]
@@ -200,18 +187,14 @@ pub unsafe extern "C" fn vene_intervenable_generate(
         } else {
             read_sized(opts, GENERATE_DEFAULT, GENERATE_MIN, "opts")?
         };
-        let (gen_opts, on_prompt) = generate_options(&o)?;
+        let generate = generate_options(&o)?;
         let guard = h.read();
-        let request = request(&r, guard.model().device())?;
-        let g = guard.generate(&request, &gen_opts, on_prompt)?;
+        let run = RunRequest {
+            forward: request(&r, guard.model().device())?,
+            generate: Some(generate),
+        };
+        let named = run.run(&guard)?;
         drop(guard);
-        let mut named = vec![("generated.ids".to_string(), g.ids)];
-        if let Some(o) = g.original_ids {
-            named.push(("original.generated.ids".to_string(), o));
-        }
-        for (i, c) in g.collected.into_iter().enumerate() {
-            named.push((format!("collected.{i}"), c));
-        }
         *out = handle::publish(vene_result::from_outputs(named)?);
         Ok(())
     })

@@ -3,10 +3,11 @@
 //! borrowed pointers only; vene copies what it needs during the call.
 
 use super::error::*;
-use crate::generate::GenerateOptions;
+use crate::generate::{GenerateOptions, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SEED};
 use crate::intervenable::Request;
 use crate::location::{Location, Units};
 use crate::model::{Input, LogitPositions};
+use crate::request::Generate;
 use candle_core::{Device, Tensor};
 
 /// One batch of inputs, row-major. Give token ids or embeddings; an input with neither (both
@@ -186,16 +187,18 @@ pub unsafe extern "C" fn vene_request_init(
 
 /// Options for `vene_intervenable_generate`. Initialize with `vene_generate_options_init`;
 /// a zeroed struct (with `struct_size` set) also means greedy decoding, but of 0 tokens.
+/// The defaults and checks are those of every front end (`vene run`'s "generate" object,
+/// the bindings): a bad value gives the same message everywhere.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct vene_generate_options {
     /// `sizeof(vene_generate_options)`, set by `vene_generate_options_init`.
     pub struct_size: u32,
-    /// New tokens per row at most. Default 20.
+    /// New tokens per row at most. Default 32.
     pub max_new_tokens: u32,
     /// 0 (the default): greedy. Above 0: sampling at this temperature.
     pub temperature: f64,
-    /// Nucleus sampling threshold in (0, 1); 0 = off. Default 0.
+    /// Nucleus sampling threshold in (0, 1] when sampling; 0 = off. Default 0.
     pub top_p: f64,
     /// Keep only the k most likely tokens when sampling; 0 = off. Default 0.
     pub top_k: usize,
@@ -214,11 +217,11 @@ const _: () = assert!(std::mem::size_of::<vene_generate_options>() == 8 + 6 * 8 
 
 pub(crate) const GENERATE_DEFAULT: vene_generate_options = vene_generate_options {
     struct_size: std::mem::size_of::<vene_generate_options>() as u32,
-    max_new_tokens: 20,
+    max_new_tokens: DEFAULT_MAX_NEW_TOKENS as u32,
     temperature: 0.0,
     top_p: 0.0,
     top_k: 0,
-    seed: 0,
+    seed: DEFAULT_SEED,
     stop_ids: std::ptr::null(),
     n_stop_ids: 0,
     intervene_on_prompt: 0,
@@ -237,41 +240,27 @@ pub unsafe extern "C" fn vene_generate_options_init(
     })
 }
 
-pub(crate) unsafe fn generate_options(
-    o: &vene_generate_options,
-) -> Outcome<(GenerateOptions, bool)> {
-    if !o.temperature.is_finite() || o.temperature < 0.0 {
-        return Err(Failure::new(
-            VENE_ERR_INVALID_INPUT,
-            format!(
-                "temperature must be 0 (greedy) or above, got {}",
-                o.temperature
-            ),
-        ));
-    }
-    if !o.top_p.is_finite() || o.top_p < 0.0 || o.top_p > 1.0 {
-        return Err(Failure::new(
-            VENE_ERR_INVALID_INPUT,
-            format!("top_p must be in [0, 1] (0 = off), got {}", o.top_p),
-        ));
-    }
+/// The library's generation options for C ones (0 turns top_k and top_p off), checked as
+/// every front end checks them.
+pub(crate) unsafe fn generate_options(o: &vene_generate_options) -> Outcome<Generate> {
     let stop_ids = arg_slice(o.stop_ids, o.n_stop_ids, "opts->stop_ids")?
         .iter()
         .map(|&t| u32::try_from(t).map_err(|_| invalid_input(format!("stop id {t} is negative"))))
         .collect::<Outcome<Vec<u32>>>()?;
-    let sampling = o.temperature > 0.0;
-    Ok((
-        GenerateOptions {
-            max_new_tokens: o.max_new_tokens as usize,
-            temperature: o.temperature,
-            top_k: (sampling && o.top_k > 0).then_some(o.top_k),
-            top_p: (sampling && o.top_p > 0.0 && o.top_p < 1.0).then_some(o.top_p),
-            seed: o.seed,
-            stop_ids,
-            stop_at_eos: o.ignore_eos == 0,
-        },
-        o.intervene_on_prompt != 0,
-    ))
+    let options = GenerateOptions {
+        max_new_tokens: o.max_new_tokens as usize,
+        temperature: o.temperature,
+        top_k: (o.top_k > 0).then_some(o.top_k),
+        top_p: (o.top_p != 0.0).then_some(o.top_p),
+        seed: o.seed,
+        stop_ids,
+        stop_at_eos: o.ignore_eos == 0,
+    };
+    options.validate()?;
+    Ok(Generate {
+        options,
+        intervene_on_prompt: o.intervene_on_prompt != 0,
+    })
 }
 
 fn invalid_input(msg: impl Into<String>) -> Failure {

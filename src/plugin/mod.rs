@@ -21,8 +21,6 @@ pub use abi::register_table;
 pub use wasm::WasmLimits;
 
 use crate::error::Result;
-use crate::invalid;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -62,42 +60,6 @@ pub fn is_wasm_path(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("wasm") | Some("wat")
     )
-}
-
-/// Loads what a request's `"plugins"` field lists (paths relative to `dir`), with the
-/// request's `"wasm_limits"` for WASM modules. Does nothing when neither field is present.
-pub fn load_for_request(req: &Value, dir: &Path) -> Result<Vec<LoadedPlugin>> {
-    let limits = request_limits(req)?;
-    let list = match req.get("plugins") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(Value::String(_)) => {
-            return Err(invalid!(
-                "plugins must be a list of paths, e.g. [\"plugin.so\", \"module.wasm\"]"
-            ))
-        }
-        Some(other) => {
-            return Err(invalid!("plugins must be a list of paths, got {other}"));
-        }
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let p = p
-                .as_str()
-                .ok_or_else(|| invalid!("plugins[{i}] must be a path, got {p}"))?;
-            let path = crate::request::resolve_path(dir, p);
-            load(&path, &limits).map_err(|e| invalid!("plugins[{i}]: {e}"))
-        })
-        .collect()
-}
-
-/// A request's `"wasm_limits"` (the defaults when absent).
-pub fn request_limits(req: &Value) -> Result<WasmLimits> {
-    match req.get("wasm_limits") {
-        None | Some(Value::Null) => Ok(WasmLimits::default()),
-        Some(v) => WasmLimits::from_json(v).map_err(|e| invalid!("wasm_limits: {e}")),
-    }
 }
 
 /// Receives plugin log lines: (who: plugin name or module path, level `VENE_LOG_*`, text).

@@ -441,7 +441,7 @@ static void test_generate(const vene_model *m) {
   vene_generate_options g;
   FAILS(vene_generate_options_init(&g, 4), VENE_ERR_INVALID_ARGUMENT, "struct_size");
   OK(vene_generate_options_init(&g, sizeof g));
-  CHECK(g.max_new_tokens == 20 && g.temperature == 0.0 && g.ignore_eos == 0);
+  CHECK(g.max_new_tokens == 32 && g.temperature == 0.0 && g.seed == 0 && g.ignore_eos == 0);
   g.max_new_tokens = 5;
   g.ignore_eos = 1;
   /* Each decoding step: the source's last position into the step's new token (position 0). */

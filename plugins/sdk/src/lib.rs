@@ -37,6 +37,9 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+/// The native ABI's `#[repr(C)]` structs and constants (plugins/abi), shared with the engine.
+pub use vene_plugin_abi as abi;
+
 pub mod args;
 #[cfg(feature = "std")]
 pub mod native;
@@ -44,23 +47,23 @@ pub mod native;
 pub mod wasm;
 
 /// The plugin ABI version this SDK speaks.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = abi::VENE_PLUGIN_ABI_VERSION;
 /// `"VENE"`: the first field of a native plugin's info.
-pub const MAGIC: u32 = 0x5645_4E45;
+pub const MAGIC: u32 = abi::VENE_PLUGIN_MAGIC;
 /// Flag: the type never needs a source (steering, scaling, clamping).
-pub const NO_SOURCE: u32 = 1;
+pub const NO_SOURCE: u32 = abi::VENE_TYPE_NO_SOURCE;
 /// Flag: several units of one example reach `apply` as one row.
-pub const DISTRIBUTED: u32 = 2;
+pub const DISTRIBUTED: u32 = abi::VENE_TYPE_DISTRIBUTED;
 /// Flag: each output row depends only on the same row of `base` and `source`, so the host may
 /// split a call into calls over fewer rows (a WASM module then copies cache-sized chunks and
 /// needs less memory). Set it for elementwise and row-by-row interventions.
-pub const ROW_WISE: u32 = 4;
+pub const ROW_WISE: u32 = abi::VENE_TYPE_ROW_WISE;
 
 /// Log levels for [`native::log`] (WASM messages carry no level).
-pub const LOG_DEBUG: i32 = 0;
-pub const LOG_INFO: i32 = 1;
-pub const LOG_WARN: i32 = 2;
-pub const LOG_ERROR: i32 = 3;
+pub const LOG_DEBUG: i32 = abi::VENE_LOG_DEBUG;
+pub const LOG_INFO: i32 = abi::VENE_LOG_INFO;
+pub const LOG_WARN: i32 = abi::VENE_LOG_WARN;
+pub const LOG_ERROR: i32 = abi::VENE_LOG_ERROR;
 
 /// A failure message; the host quotes it in the error it reports.
 pub type Error = &'static str;

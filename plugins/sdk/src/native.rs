@@ -19,46 +19,12 @@ use std::cell::RefCell;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// `vene_host_api`.
-#[repr(C)]
-pub struct HostApi {
-    pub struct_size: u32,
-    pub abi_version: u32,
-    pub log: Option<unsafe extern "C" fn(*mut c_void, i32, *const c_char)>,
-    pub host_ctx: *mut c_void,
-}
-
+/// `vene_host_api` (declared in the shared ABI crate).
+pub type HostApi = crate::abi::vene_host_api;
 /// `vene_intervention_type`.
-#[repr(C)]
-pub struct TypeTable {
-    pub struct_size: u32,
-    pub name: *const c_char,
-    pub create: Option<unsafe extern "C" fn(*const c_char, usize, usize, *mut *mut c_void) -> i32>,
-    pub apply: Option<
-        unsafe extern "C" fn(*mut c_void, *const f32, *const f32, *mut f32, usize, usize) -> i32,
-    >,
-    pub last_error: Option<unsafe extern "C" fn(*mut c_void) -> *const c_char>,
-    pub destroy: Option<unsafe extern "C" fn(*mut c_void)>,
-    pub flags: u32,
-}
-
-// SAFETY: the tables are immutable statics of function and string-literal pointers.
-unsafe impl Sync for TypeTable {}
-
+pub type TypeTable = crate::abi::vene_intervention_type;
 /// `vene_plugin_info`.
-#[repr(C)]
-pub struct PluginInfo {
-    pub magic: u32,
-    pub abi_version: u32,
-    pub struct_size: u32,
-    pub name: *const c_char,
-    pub version: *const c_char,
-    pub n_types: usize,
-    pub types: *const TypeTable,
-}
-
-// SAFETY: as for TypeTable.
-unsafe impl Sync for PluginInfo {}
+pub type PluginInfo = crate::abi::vene_plugin_info;
 
 struct State<T> {
     inner: T,

@@ -7,6 +7,7 @@ use crate::common::open_model;
 use crate::patch::{
     axis_labels, out_dir, progress_bar, quoted, sweep_csv, sweep_heatmap, use_color,
 };
+use crate::plot::{ansi_table, write_png, Palette, ValueFormat};
 use candle_core::{IndexOp, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use vene::analysis::{token_labels, top_k, top_k_of};
 use vene::config::{IntervenableConfig, RepresentationConfig};
 use vene::intervenable::{IntervenableModel, Request};
 use vene::location::{Location, Units};
-use vene::plot::{ansi_table, write_png, Palette, ValueFormat};
 use vene::{Component, Input, LogitPositions, Model};
 
 pub const BASE: &str = "The capital of Spain is";

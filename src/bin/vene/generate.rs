@@ -1,9 +1,9 @@
 //! `vene generate`: text generation from a prompt.
 
-use crate::common::open_model;
+use crate::common::{open_model, GenerationArgs};
 use std::io::Write;
 use std::path::PathBuf;
-use vene::generate::{chat_prompt, generate, GenerateOptions};
+use vene::generate::{chat_prompt, generate};
 use vene::model::NoHooks;
 
 #[derive(clap::Args)]
@@ -12,44 +12,47 @@ pub struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// The prompt text.
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, required_unless_present = "ids")]
+    prompt: Option<String>,
+    /// The prompt as token ids instead of text, comma-separated (models without a tokenizer).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt", "chat"])]
+    ids: Option<Vec<u32>>,
     /// Wrap the prompt in the ChatML template of instruct models.
     #[arg(long)]
     chat: bool,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 32)]
-    max_new_tokens: usize,
-    /// Sampling temperature; 0 decodes greedily.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Keep only the k most likely tokens when sampling.
+    #[command(flatten)]
+    generation: GenerationArgs,
+    /// Print the new token ids as one JSON object ({"ids": [...], "text": ...}) instead of
+    /// streaming text.
     #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling threshold (with a temperature above 0).
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Seed for sampling.
-    #[arg(long, default_value_t = 299792458)]
-    seed: u64,
+    json: bool,
 }
 
 pub fn run(a: Args) -> vene::Result<()> {
+    let opts = a.generation.options()?;
     let m = open_model(a.model)?;
-    let text = if a.chat {
-        chat_prompt(&a.prompt)
-    } else {
-        a.prompt
+    let ids = match (a.ids, a.prompt) {
+        (Some(ids), _) => ids,
+        (None, Some(p)) if a.chat => m.encode(&chat_prompt(&p))?,
+        (None, Some(p)) => m.encode(&p)?,
+        (None, None) => return Err(vene::invalid!("give --prompt TEXT or --ids 1,2,3")),
     };
-    let ids = m.encode(&text)?;
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        ..Default::default()
-    };
+    if a.json {
+        let new_ids = generate(&m, &ids, &mut NoHooks, &opts, |_| Ok(()))?;
+        let v = serde_json::json!({
+            "prompt_ids": ids,
+            "ids": new_ids,
+            "text": m.tokenizer().and_then(|_| m.decode(&new_ids).ok()),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    if m.tokenizer().is_none() {
+        let new_ids = generate(&m, &ids, &mut NoHooks, &opts, |_| Ok(()))?;
+        let shown: Vec<String> = new_ids.iter().map(u32::to_string).collect();
+        println!("{}", shown.join(" "));
+        return Ok(());
+    }
     let mut out = std::io::stdout();
     let mut shown = String::new();
     let mut new_ids = Vec::new();

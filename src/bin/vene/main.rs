@@ -6,6 +6,7 @@ mod demo_das;
 mod generate;
 mod knob;
 mod patch;
+mod plot;
 mod run;
 mod steer;
 mod trace;
@@ -62,7 +63,8 @@ enum Command {
     ///
     /// Example: vene generate --chat --prompt "What is the capital of France?"
     Generate(generate::Args),
-    /// Run one intervention request (JSON) and write the output tensors to a safetensors file.
+    /// Run one intervention request (JSON), write the output tensors to a safetensors file
+    /// (--out) and show the answer (top tokens at the last position, or generated text).
     ///
     /// The request names the model, the intervention config (pyvene's field names), the base
     /// and source inputs, unit_locations and subspaces in any pyvene form, and optional
@@ -70,7 +72,18 @@ enum Command {
     /// Outputs: intervened.logits, intervened.last_hidden_state, original.logits (when
     /// output_original_output is true), collected.0, collected.1, generated.ids, ...
     ///
-    /// Example: vene run --request req.json --out out.safetensors
+    /// Without "config" and "knob" (or with no representations) the request runs the plain
+    /// model: the same logits and generations as the model alone.
+    ///
+    /// Defaults: no sources; whole-tensor locations; logits at every position; "generate"
+    /// absent: one forward pass. "generate": {} decodes greedily 32 new tokens per row,
+    /// stopping at end-of-sequence ("ignore_eos": true goes on; "stop_ids": [...] adds stops),
+    /// intervening on every new token and not the prompt ("intervene_on_prompt": true: the
+    /// prompt only). "do_sample": true samples at temperature 1.0 (or "temperature"), with
+    /// optional "top_k" (at least 1) and "top_p" (in (0, 1]), seed 0 unless "seed" is given.
+    /// The same defaults and checks apply in the C API and the bindings.
+    ///
+    /// Example: vene run --request req.json --top-k 5
     Run(run::Args),
     /// Pack, inspect, verify or unpack a knob shared as one .wasm file.
     ///

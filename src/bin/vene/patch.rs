@@ -2,13 +2,13 @@
 //! that `demo` and `trace` share (progress bars, heatmaps, CSV).
 
 use crate::common::open_model;
+use crate::plot::{ansi_table, write_csv, write_png, Heatmap, Palette, ValueFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vene::analysis::patch::{patch_sweep, PatchResult, PatchSpec};
 use vene::analysis::{parse_components, parse_indices, single_token, token_labels, Readout};
-use vene::plot::{ansi_table, write_csv, write_png, Heatmap, Palette, ValueFormat};
 use vene::{Component, Model};
 
 #[derive(clap::Args)]

@@ -1,7 +1,7 @@
 //! `vene steer`: build a steering vector from contrastive prompt pairs (or load a llama.cpp
 //! control vector), generate with it next to the unsteered text, and export it as GGUF.
 
-use crate::common::open_model;
+use crate::common::{open_model, GenerationArgs};
 use crate::patch::progress_bar;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,15 +61,8 @@ pub struct Args {
     /// Wrap the prompt in the ChatML template of instruct models.
     #[arg(long)]
     chat: bool,
-    /// Most tokens to generate. Example: --max-new-tokens 48
-    #[arg(long, default_value_t = 40)]
-    max_new_tokens: usize,
-    /// Sampling temperature; 0 decodes greedily (the same text every run). Example: --temperature 0.7
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Seed for sampling. Example: --seed 7
-    #[arg(long, default_value_t = 299792458)]
-    seed: u64,
+    #[command(flatten)]
+    generation: GenerationArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -165,12 +158,7 @@ pub fn run(a: Args) -> vene::Result<()> {
         Some(p) => Some(vector.write_gguf(p)?),
         None => None,
     };
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        seed: a.seed,
-        ..Default::default()
-    };
+    let opts = a.generation.options()?;
     let texts = match &a.prompt {
         None => None,
         Some(p) => {

@@ -2,11 +2,11 @@
 
 use crate::common::open_model;
 use crate::patch::{axis_labels, layer_labels, out_dir, progress_bar, quoted, use_color};
+use crate::plot::{ansi_table, write_csv, write_png, Heatmap, Palette, ValueFormat};
 use std::path::PathBuf;
 use std::time::Instant;
 use vene::analysis::trace::{subject_range, trace, NoiseLevel, TraceOptions, TraceResult};
 use vene::analysis::{parse_components, single_token, token_labels, top_k};
-use vene::plot::{ansi_table, write_csv, write_png, Heatmap, Palette, ValueFormat};
 use vene::{Component, Model};
 
 #[derive(clap::Args)]

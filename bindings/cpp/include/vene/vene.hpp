@@ -396,7 +396,7 @@ struct Request {
 };
 
 struct GenerateOptions {
-  uint32_t max_new_tokens = 20;
+  uint32_t max_new_tokens = 32;  // the library-wide default (vene_generate_options_init)
   double temperature = 0.0, top_p = 0.0;
   size_t top_k = 0;
   uint64_t seed = 0;

@@ -545,8 +545,9 @@ function run(iv::Intervenable; kw...)
     wrap_result(out[])
 end
 
-"""Generates with the interventions in place; read `ids(result)`."""
-function generate(iv::Intervenable; max_new_tokens::Integer=20, temperature::Real=0.0,
+"""Generates with the interventions in place; read `ids(result)`. The defaults are those of
+every front end (`vene_generate_options_init`): greedy, 32 new tokens, seed 0."""
+function generate(iv::Intervenable; max_new_tokens::Integer=32, temperature::Real=0.0,
                   top_p::Real=0.0, top_k::Integer=0, seed::Integer=0, stop_ids=Int32[],
                   intervene_on_prompt::Bool=false, ignore_eos::Bool=false, kw...)
     l = lower(; kw...)

@@ -1,25 +1,26 @@
-//! The JSON request behind `vene run` and the C API's `vene_intervenable_run_json`: one format
-//! for every language. Parsing lives here so every front end accepts exactly the same thing.
+//! The body of a request as JSON (`vene run` files and the C API's
+//! `vene_intervenable_run_json`): inputs, locations, subspaces, source representations,
+//! intervention state, logits, generation options. Parsed here, once, into a [`RunRequest`],
+//! so every front end accepts exactly the same thing.
 
-use crate::config::IntervenableConfig;
+use super::file::{resolve_path, SETUP_FIELDS};
+use super::json::{check_keys, flag, float, get, ids, int_rows, tensor_from_json, uint};
+use super::types::{Generate, RunRequest};
+use crate::config_err;
 use crate::error::{Error, Result};
-use crate::generate::GenerateOptions;
-use crate::intervenable::{IntervenableModel, Outcome, Request};
+use crate::generate::{GenerateOptions, DEFAULT_MAX_NEW_TOKENS};
+use crate::intervenable::{IntervenableModel, Request};
+use crate::invalid;
 use crate::location::{parse_unit_locations, Unit};
 use crate::model::{Input, LogitPositions, Model};
 use crate::subspace::parse_subspaces;
-use crate::{config_err, invalid};
 use candle_core::{DType, Device, Tensor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-/// Top-level fields a request may have; fields starting with `_` are comments.
-const FIELDS: &[&str] = &[
-    "model",
-    "config",
-    "knob",
+/// Fields of a request body; fields starting with `_` are comments.
+pub const BODY_FIELDS: &[&str] = &[
     "base",
     "sources",
     "unit_locations",
@@ -30,192 +31,122 @@ const FIELDS: &[&str] = &[
     "output_original_output",
     "generate",
     "logits",
-    "plugins",
-    "wasm_limits",
 ];
 
-/// Reads a request file and resolves its `model` path against the file's folder.
-pub fn read_request(path: &Path) -> Result<(Value, PathBuf)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-    let v: Value =
-        serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(Error::file(path, "a request must be a JSON object"));
-    }
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok((v, dir))
-}
+/// Fields of the `generate` object.
+pub const GENERATE_FIELDS: &[&str] = &[
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "stop_ids",
+    "ignore_eos",
+    "intervene_on_prompt",
+];
 
-/// A path from a request: absolute, or relative to the request's folder.
-pub fn resolve_path(dir: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    }
-}
-
-/// Builds the intervenable model a full request names (`model` + `config`).
-pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
-    // Plugin types must be registered before the config names them.
-    crate::plugin::load_for_request(req, dir)?;
-    let model_path = req.get("model").and_then(Value::as_str).ok_or_else(|| {
-        invalid!("request field 'model' is missing: give a model directory or GGUF file")
-    })?;
-    let model = Arc::new(Model::load(resolve_path(dir, model_path))?);
-    // A knob directory (vene's or pyvene's save()) in place of "config".
-    if let Some(k) = req.get("knob").filter(|v| !v.is_null()) {
-        if req.get("config").is_some_and(|c| !c.is_null()) {
-            return Err(invalid!("give either 'config' or 'knob', not both"));
-        }
-        let k = k.as_str().ok_or_else(|| {
-            invalid!("request field 'knob' must be a knob directory or .wasm file path, got {k}")
-        })?;
-        let path = resolve_path(dir, k);
-        if path.extension().is_some_and(|e| e == "wasm") {
-            let limits = crate::plugin::request_limits(req)?;
-            return crate::plugin::knob_wasm::load(&path, model, &limits);
-        }
-        return crate::knob::load(path, model);
-    }
-    let config = req.get("config").ok_or_else(|| {
-        invalid!("request field 'config' is missing (or give 'knob', a knob directory)")
-    })?;
-    let config = IntervenableConfig::from_json(config)?;
-    IntervenableModel::with_tensors(model, config, &request_tensors(req, dir)?)
-}
-
-/// Runs a request (without `model`/`config`) on an intervenable model and returns the
-/// output tensors under their request names, in a stable order.
-pub fn run(iv: &mut IntervenableModel, req: &Value, dir: &Path) -> Result<Vec<(String, Tensor)>> {
-    let obj = req
+/// A request body given alone (the C API's JSON entry point): the fields that set up an
+/// intervenable are refused, since it already exists. Relative paths resolve against `dir`.
+pub fn body(iv: &mut IntervenableModel, v: &Value, dir: &Path) -> Result<RunRequest> {
+    let obj = v
         .as_object()
         .ok_or_else(|| invalid!("a request must be a JSON object"))?;
-    for k in obj.keys() {
-        if !k.starts_with('_') && !FIELDS.contains(&k.as_str()) {
-            return Err(invalid!(
-                "unknown request field '{k}'; fields are: {}",
-                FIELDS.join(", ")
-            ));
-        }
+    if let Some(k) = obj.keys().find(|k| SETUP_FIELDS.contains(&k.as_str())) {
+        return Err(invalid!(
+            "request field '{k}' belongs to `vene run` files (it sets up the intervenable, which this call already has)"
+        ));
     }
-    let tensors = match obj.get("tensors").filter(|v| !v.is_null()) {
-        None => HashMap::new(),
-        Some(Value::String(p)) => load_tensors(&resolve_path(dir, p))?,
-        Some(v) => {
-            return Err(invalid!(
-                "request field 'tensors' must be a file path, got {v}"
-            ))
-        }
-    };
-    load_states(iv, obj.get("intervention_state"), &tensors)?;
-    let request = parse(iv, obj, &tensors)?;
-    if let Some(g) = obj.get("generate").filter(|g| !g.is_null()) {
-        let (opts, on_prompt) = parse_generate(g)?;
-        let out = iv.generate(&request, &opts, on_prompt)?;
-        let mut v = vec![("generated.ids".to_string(), out.ids)];
-        if let Some(o) = out.original_ids {
-            v.push(("original.generated.ids".to_string(), o));
-        }
-        for (i, c) in out.collected.into_iter().enumerate() {
-            v.push((format!("collected.{i}"), c));
-        }
-        return Ok(v);
-    }
-    let out = iv.forward(&request)?;
-    Ok(outputs(out))
+    let tensors = tensors_file(obj, dir)?;
+    request(iv, obj, &tensors)
 }
 
-/// The `generate` object: max_new_tokens, do_sample, intervene_on_prompt, temperature,
-/// top_k, top_p, seed.
-fn parse_generate(g: &Value) -> Result<(GenerateOptions, bool)> {
+/// Parses a request body against `iv`: loads its `intervention_state` into `iv` and returns
+/// the typed request. `tensors` is the request's tensors file.
+pub fn request(
+    iv: &mut IntervenableModel,
+    obj: &Map<String, Value>,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<RunRequest> {
+    if let Some(k) = check_keys(obj, BODY_FIELDS, true) {
+        return Err(invalid!(
+            "unknown request field '{k}'; fields are: {}",
+            BODY_FIELDS.join(", ")
+        ));
+    }
+    let generate = get(obj, "generate").map(parse_generate).transpose()?;
+    load_states(iv, obj.get("intervention_state"), tensors)?;
+    let forward = parse(iv, obj, tensors)?;
+    Ok(RunRequest { forward, generate })
+}
+
+/// The `generate` object (fields: [`GENERATE_FIELDS`]). As in Hugging Face, `do_sample`
+/// chooses sampling (at temperature 1.0 unless given); a temperature without it is an error
+/// rather than silently greedy.
+pub fn parse_generate(g: &Value) -> Result<Generate> {
     let obj = g
         .as_object()
         .ok_or_else(|| invalid!("generate must be an object or null, got {g}"))?;
-    const KEYS: &[&str] = &[
-        "max_new_tokens",
-        "do_sample",
-        "intervene_on_prompt",
-        "temperature",
-        "top_k",
-        "top_p",
-        "seed",
-    ];
-    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+    if let Some(k) = check_keys(obj, GENERATE_FIELDS, false) {
         return Err(invalid!(
             "generate: unknown field '{k}'; fields are: {}",
-            KEYS.join(", ")
+            GENERATE_FIELDS.join(", ")
         ));
     }
-    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    let uint = |k: &str| -> Result<Option<usize>> {
-        get(k)
-            .map(|v| {
-                v.as_u64()
-                    .map(|x| x as usize)
-                    .ok_or_else(|| invalid!("generate.{k} must be a non-negative integer, got {v}"))
-            })
-            .transpose()
-    };
-    let float = |k: &str| -> Result<Option<f64>> {
-        get(k)
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| invalid!("generate.{k} must be a number, got {v}"))
-            })
-            .transpose()
-    };
-    let flag = |k: &str| -> Result<bool> {
-        get(k)
-            .map(|v| {
-                v.as_bool()
-                    .ok_or_else(|| invalid!("generate.{k} must be true or false, got {v}"))
-            })
+    let field = |k: &str| get(obj, k).map(|v| (v, format!("generate.{k}")));
+    let uint_of = |k: &str| field(k).map(|(v, f)| uint(v, &f)).transpose();
+    let flag_of = |k: &str| {
+        field(k)
+            .map(|(v, f)| flag(v, &f))
             .transpose()
             .map(|b| b.unwrap_or(false))
     };
-    let do_sample = flag("do_sample")?;
-    let temperature = float("temperature")?.unwrap_or(1.0);
-    if do_sample && temperature <= 0.0 {
-        return Err(invalid!(
-            "generate.temperature must be above 0 when do_sample is true"
-        ));
-    }
-    let opts = GenerateOptions {
-        max_new_tokens: uint("max_new_tokens")?.unwrap_or(20),
-        temperature: if do_sample { temperature } else { 0.0 },
-        top_k: uint("top_k")?,
-        top_p: float("top_p")?,
-        seed: uint("seed")?.unwrap_or(0) as u64,
-        ..Default::default()
-    };
-    Ok((opts, flag("intervene_on_prompt")?))
-}
-
-fn outputs(out: Outcome) -> Vec<(String, Tensor)> {
-    let mut v = Vec::new();
-    if let Some(o) = out.original {
-        if let Some(l) = o.logits {
-            v.push(("original.logits".to_string(), l));
+    let temperature = field("temperature")
+        .map(|(v, f)| float(v, &f))
+        .transpose()?;
+    let temperature = match (flag_of("do_sample")?, temperature) {
+        (true, Some(t)) if t <= 0.0 => {
+            return Err(invalid!(
+                "generate.temperature must be above 0 when do_sample is true, got {t}"
+            ))
         }
-    }
-    if let Some(l) = out.intervened.logits {
-        v.push(("intervened.logits".to_string(), l));
-    }
-    v.push((
-        "intervened.last_hidden_state".to_string(),
-        out.intervened.hidden,
-    ));
-    for (i, c) in out.collected.into_iter().enumerate() {
-        v.push((format!("collected.{i}"), c));
-    }
-    v
+        (true, t) => t.unwrap_or(1.0),
+        (false, Some(t)) if t > 0.0 => {
+            return Err(invalid!(
+                "generate.temperature is {t} but do_sample is not true: set \"do_sample\": true to sample (Hugging Face would decode greedily)"
+            ))
+        }
+        (false, _) => 0.0,
+    };
+    let seed = match field("seed") {
+        None => GenerateOptions::default().seed,
+        Some((v, f)) => v
+            .as_u64()
+            .ok_or_else(|| invalid!("{f} must be a non-negative integer, got {v}"))?,
+    };
+    let stop_ids = field("stop_ids")
+        .map(|(v, f)| ids(v, &f))
+        .transpose()?
+        .unwrap_or_default();
+    let options = GenerateOptions {
+        max_new_tokens: uint_of("max_new_tokens")?.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+        temperature,
+        top_k: uint_of("top_k")?,
+        top_p: field("top_p").map(|(v, f)| float(v, &f)).transpose()?,
+        seed,
+        stop_ids,
+        stop_at_eos: !flag_of("ignore_eos")?,
+    };
+    options.validate()?;
+    Ok(Generate {
+        options,
+        intervene_on_prompt: flag_of("intervene_on_prompt")?,
+    })
 }
 
 /// The tensors of the request's `tensors` file (none when it has no such field).
-pub fn request_tensors(req: &Value, dir: &Path) -> Result<HashMap<String, Tensor>> {
-    match req.get("tensors").filter(|v| !v.is_null()) {
+pub fn tensors_file(req: &Map<String, Value>, dir: &Path) -> Result<HashMap<String, Tensor>> {
+    match get(req, "tensors") {
         None => Ok(HashMap::new()),
         Some(Value::String(p)) => load_tensors(&resolve_path(dir, p)),
         Some(v) => Err(invalid!(
@@ -296,7 +227,7 @@ fn load_states(
 /// Turns the request body into the engine's structured request.
 pub fn parse(
     iv: &IntervenableModel,
-    obj: &serde_json::Map<String, Value>,
+    obj: &Map<String, Value>,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<Request> {
     let model = iv.model();
@@ -418,33 +349,6 @@ pub fn parse(
     })
 }
 
-fn int_rows(v: &Value, field: &str) -> Result<Vec<Vec<u32>>> {
-    let rows = v
-        .as_array()
-        .ok_or_else(|| invalid!("{field} must be a list of rows, got {v}"))?;
-    let rows: Vec<Vec<u32>> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.as_array()
-                .and_then(|r| {
-                    r.iter()
-                        .map(|x| x.as_u64().map(|t| t as u32))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| invalid!("{field}[{i}] must be a list of non-negative integers"))
-        })
-        .collect::<Result<_>>()?;
-    if rows.is_empty()
-        || rows
-            .iter()
-            .any(|r| r.len() != rows[0].len() || r.is_empty())
-    {
-        return Err(invalid!("{field} must be a non-empty rectangular list of rows (pad them and give an attention_mask)"));
-    }
-    Ok(rows)
-}
-
 fn to_tensor(rows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
     let (b, s) = (rows.len(), rows[0].len());
     Ok(Tensor::from_vec(rows.concat(), (b, s), device)?)
@@ -493,8 +397,7 @@ pub fn parse_input(model: &Model, v: &Value, field: &str) -> Result<Input> {
         return Ok(input);
     }
     if let Some(e) = obj.get("inputs_embeds") {
-        let t = crate::intervenable::tensor_from_json(e, dev)
-            .map_err(|e| invalid!("{field}.inputs_embeds: {e}"))?;
+        let t = tensor_from_json(e, dev).map_err(|e| invalid!("{field}.inputs_embeds: {e}"))?;
         return Ok(Input::from_embeds(t));
     }
     if let Some(t) = obj.get("text") {
@@ -514,7 +417,8 @@ pub fn parse_input(model: &Model, v: &Value, field: &str) -> Result<Input> {
         let rows: Vec<Vec<u32>> = texts
             .iter()
             .map(|s| model.encode(s))
-            .collect::<Result<_>>()?;
+            .collect::<Result<_>>()
+            .map_err(|e| invalid!("{field}.text: {e}"))?;
         let left = match obj.get("padding_side").and_then(Value::as_str) {
             None | Some("right") => false,
             Some("left") => true,
@@ -529,7 +433,7 @@ pub fn parse_input(model: &Model, v: &Value, field: &str) -> Result<Input> {
             .pad
             .or(model.special_tokens().eos)
             .unwrap_or(0);
-        return Input::padded(&rows, pad, left, dev);
+        return Input::padded(&rows, pad, left, dev).map_err(|e| invalid!("{field}.text: {e}"));
     }
     Err(config_err!(
         "{field} needs input_ids, inputs_embeds or text"

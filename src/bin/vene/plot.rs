@@ -1,17 +1,17 @@
 //! Heatmaps: PNG files drawn with `plotters` (bitmap backend) and colored terminal tables.
 //!
-//! Text is rendered with DejaVu Sans, embedded in the library (`src/plot/DejaVuSans.ttf`, under
-//! the Bitstream Vera license in `src/plot/LICENSE-DejaVu.txt`) and registered with plotters'
+//! Text is rendered with DejaVu Sans, embedded in the `vene` binary (`src/bin/vene/plot/DejaVuSans.ttf`, under
+//! the Bitstream Vera license in `src/bin/vene/plot/LICENSE-DejaVu.txt`) and registered with plotters'
 //! `ab_glyph` renderer, so drawing needs no system fonts.
 
-use crate::error::{Error, Result};
-use crate::invalid;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Once;
+use vene::error::{Error, Result};
+use vene::invalid;
 
 static FONT: &[u8] = include_bytes!("plot/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
