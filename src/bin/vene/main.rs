@@ -33,10 +33,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Download the default model (SmolLM2-135M-Instruct) into the cache and print its path.
+    /// Download a model into the cache and print its path: the default SmolLM2-135M-Instruct,
+    /// or a named one (`gemma3-270m`: Gemma-3-270M Q4_K_M, under the Gemma Terms of Use).
     ///
-    /// Example: vene fetch
-    Fetch,
+    /// Example: vene fetch gemma3-270m
+    Fetch {
+        /// smollm2-135m (the default) or gemma3-270m.
+        model: Option<String>,
+    },
     /// Describe a model: architecture, sizes and every intervention site with its dimension.
     ///
     /// Example: vene info ./gpt2 --json   (or: vene info --model ./gpt2)
@@ -111,8 +115,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> vene::Result<()> {
     match cli.command {
-        Command::Fetch => {
-            let path = vene::fetch::default_model(true)?;
+        Command::Fetch { model } => {
+            let path = match model {
+                None => vene::fetch::default_model(true)?,
+                Some(name) => vene::fetch::fetch(vene::fetch::named(&name)?, true)?,
+            };
             println!("{}", path.display());
         }
         Command::Run(args) => run::run(args)?,
