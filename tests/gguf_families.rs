@@ -113,7 +113,14 @@ fn every_tensor_type_dequantizes_like_gguf_py() {
     let types = reference["logits"].as_object().unwrap();
     assert_eq!(types.len(), 13, "one reference per tensor type");
     for (qtype, rows) in types {
-        let model = load(&gguf_fixture(&format!("quant/{qtype}.gguf")));
+        // f32 weights: this checks the dequantization itself (kept quantized, candle's
+        // kernels also round activations to 8 bits; tests/weights.rs checks that mode).
+        let path = gguf_fixture(&format!("quant/{qtype}.gguf"));
+        let options = vene::model::LoadOptions {
+            weights: vene::model::WeightMode::F32,
+            ..Default::default()
+        };
+        let model = Model::load_with(&path, &options).unwrap();
         let input = Input::from_tokens(&prompt, &Device::Cpu).unwrap();
         let got = model.logits(&input).unwrap();
         let got: Vec<Vec<f32>> = got.i(0).unwrap().to_vec2().unwrap();

@@ -62,10 +62,10 @@ fn conv1d(
     let n = out_dim / parts;
     (0..parts)
         .map(|j| {
-            Ok(ops::FLinear::new(
+            ops::FLinear::new(
                 w.narrow(0, j * n, n)?.contiguous()?,
                 Some(b.narrow(0, j * n, n)?.contiguous()?),
-            ))
+            )
         })
         .collect()
 }

@@ -100,7 +100,7 @@ fn split_qkv(vb: VarBuilder, h: usize, nh: usize, bias: bool) -> Result<Vec<ops:
                 Some(b) => Some(b.narrow(1, j * hd, hd)?.contiguous()?.reshape(h)?),
                 None => None,
             };
-            Ok(ops::FLinear::new(wj, bj))
+            ops::FLinear::new(wj, bj)
         })
         .collect()
 }

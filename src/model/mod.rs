@@ -9,6 +9,7 @@ pub mod gpt_neox;
 pub mod head;
 pub mod hooks;
 pub mod input;
+pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod mlp;
@@ -27,6 +28,7 @@ pub use cache::KvCache;
 pub use head::HeadKind;
 pub use hooks::{Hooks, NoHooks, Recorder};
 pub use input::{ForwardOptions, ForwardOutput, Input, LogitPositions};
+pub use linear::WeightMode;
 pub use load::LoadOptions;
 
 use crate::error::Result;
@@ -71,6 +73,8 @@ pub struct ModelInfo {
     pub head_dim: usize,
     pub intermediate_size: usize,
     pub n_params: usize,
+    /// Bytes the weights occupy in memory as loaded (resident weight bytes).
+    pub weight_bytes: usize,
     /// What the logits are: next-token logits, class scores, or none (a bare model).
     pub head: HeadKind,
     /// Classes of a classification head.

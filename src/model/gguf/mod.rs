@@ -11,12 +11,14 @@
 
 mod families;
 mod header;
+mod kept;
 mod layout;
 mod meta;
 
 pub use header::read_header;
 
 use super::head::HeadSpec;
+use super::linear::{with_plan, WeightMode, WeightPlan};
 use super::{registry, tokenizer};
 use super::{Model, SpecialTokens};
 use crate::error::{Error, Result};
@@ -34,7 +36,13 @@ use std::path::Path;
 /// missing metadata key or tensor) is an [`Error::File`] naming the file; a panic inside the
 /// GGUF reader on a malformed file is caught and reported the same way.
 pub fn load_gguf(path: &Path) -> Result<Model> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path))) {
+    load_gguf_with(path, WeightMode::F32)
+}
+
+/// Loads a GGUF file with its linear weights kept as `mode` says: `as-stored` keeps the
+/// blocks quantized (and f16 tensors half); other modes dequantize, then convert.
+pub fn load_gguf_with(path: &Path, mode: WeightMode) -> Result<Model> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path, mode))) {
         Ok(r) => r,
         Err(payload) => {
             let why = payload
@@ -50,7 +58,7 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
     }
 }
 
-fn load_inner(path: &Path) -> Result<Model> {
+fn load_inner(path: &Path, mode: WeightMode) -> Result<Model> {
     if !path.exists() {
         return Err(Error::file(path, "no such file"));
     }
@@ -120,9 +128,20 @@ fn load_inner(path: &Path) -> Result<Model> {
     let dev = Device::Cpu;
     let mut reader = Cursor::new(&mmap[..]);
     let mut tensors: HashMap<String, Tensor> = HashMap::with_capacity(renamed.len());
+    let mut kept = HashMap::new();
     for (name, hf) in renamed {
         let bad = |e: candle_core::Error| Error::file(path, format!("tensor '{name}': {e}"));
         let info = &content.tensor_infos[name];
+        if mode == WeightMode::AsStored
+            && info.ggml_dtype != candle_core::quantized::GgmlDType::F32
+            && !layout::needs_own_dequantize(info.ggml_dtype)
+            && kept::can_keep(family, name, info.shape.dims())
+        {
+            let q = content.tensor(&mut reader, name, &dev).map_err(bad)?;
+            let q = kept::restore_rows(family, name, q, &heads).map_err(bad)?;
+            kept.insert(hf, std::sync::Arc::new(q));
+            continue;
+        }
         let mut t = if layout::needs_own_dequantize(info.ggml_dtype) {
             // header::read_header checked these bytes lie inside the file.
             let start = (content.tensor_data_offset + info.offset) as usize;
@@ -145,10 +164,19 @@ fn load_inner(path: &Path) -> Result<Model> {
     } else {
         (None, SpecialTokens::default())
     };
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+    let plan = WeightPlan {
+        mode,
+        quantized: kept.clone(),
+        ..Default::default()
+    };
+    let stored = kept::Stored {
+        dense: tensors,
+        kept,
+    };
+    let vb = VarBuilder::from_backend(Box::new(stored), DType::F32, dev.clone());
     // The config names no `architectures`: the registry builds the causal LM head.
     let head = HeadSpec::from_config(&cfg).map_err(|e| in_file(path, e))?;
-    let arch = (entry.build)(&cfg, &head, vb).map_err(|e| in_file(path, e))?;
+    let arch = with_plan(plan, || (entry.build)(&cfg, &head, vb)).map_err(|e| in_file(path, e))?;
     Ok(Model::new(arch, tok, special, path.display().to_string()))
 }
 
