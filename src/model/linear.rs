@@ -105,7 +105,11 @@ impl WeightMode {
         } else {
             return Weight::dense(w.to_dtype(DType::F16)?);
         };
-        let w = w.to_dtype(DType::F32)?.contiguous()?;
+        // QTensor::quantize reads the storage from its start, ignoring a view's offset (a
+        // narrowed row range, as the fused q/k/v splits make): quantize a fresh copy.
+        let dims = w.dims().to_vec();
+        let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = Tensor::from_vec(values, dims, w.device())?;
         Ok(Weight::Quantized(Arc::new(QTensor::quantize(&w, q)?)))
     }
 }
@@ -259,7 +263,12 @@ pub fn frozen_forward(x: &Tensor, w: &Weight, b: Option<&Tensor>) -> Result<Tens
     let lead: usize = dims[..dims.len() - 1].iter().product();
     let x2 = x.contiguous()?.reshape((lead, inn))?;
     let y = if x.track_op() {
-        let pre = w.matmul_t(&x2.detach())?;
+        // Training: exact f32 math on the stored weights, so the forward is the function the
+        // backward differentiates (the quantized kernels also round the activations).
+        let pre = match w {
+            Weight::Quantized(_) => x2.detach().matmul(&w.to_f32()?.t()?)?,
+            _ => w.matmul_t(&x2.detach())?,
+        };
         x2.apply_op2(&pre, FrozenMatmul { w: w.clone() })?
     } else {
         w.matmul_t(&x2)?
