@@ -56,6 +56,18 @@ pub fn resolve_path(dir: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// `model_options.weights` (how to keep the weights: as-stored, f32, f16, bf16, q8_0, q4_k).
+fn model_options(req: &Value) -> Result<crate::model::LoadOptions> {
+    let mut options = crate::model::LoadOptions::default();
+    if let Some(w) = req.get("model_options").and_then(|o| o.get("weights")) {
+        let name = w.as_str().ok_or_else(|| {
+            invalid!("request field 'model_options.weights' must be a string, got {w}")
+        })?;
+        options.weights = crate::model::WeightMode::parse(name)?;
+    }
+    Ok(options)
+}
+
 /// Builds the intervenable model a full request names (`model` + `config`).
 pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
     // Plugin types must be registered before the config names them.
@@ -63,7 +75,8 @@ pub fn open(req: &Value, dir: &Path) -> Result<IntervenableModel> {
     let model_path = req.get("model").and_then(Value::as_str).ok_or_else(|| {
         invalid!("request field 'model' is missing: give a model directory or GGUF file")
     })?;
-    let model = Arc::new(Model::load(resolve_path(dir, model_path))?);
+    let options = model_options(req)?;
+    let model = Arc::new(Model::load_with(resolve_path(dir, model_path), &options)?);
     // A knob directory (vene's or pyvene's save()) in place of "config".
     if let Some(k) = req.get("knob").filter(|v| !v.is_null()) {
         if req.get("config").is_some_and(|c| !c.is_null()) {

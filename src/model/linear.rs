@@ -384,7 +384,11 @@ pub(crate) fn load_weight(
                 "{full}: shape {dims:?}, expected [{out_dim}, {in_dim}]"
             ));
         }
-        return Weight::from_qtensor(q);
+        return match mode {
+            WeightMode::AsStored => Weight::from_qtensor(q),
+            WeightMode::F16 => Weight::dense(q.dequantize_f16(&q.device())?),
+            _ => mode.store(q.dequantize(&q.device())?),
+        };
     }
     let read = match (mode, stored) {
         (WeightMode::AsStored, Some(dt @ (DType::F16 | DType::BF16 | DType::F32))) => dt,

@@ -132,7 +132,9 @@ fn load_inner(path: &Path, mode: WeightMode) -> Result<Model> {
     for (name, hf) in renamed {
         let bad = |e: candle_core::Error| Error::file(path, format!("tensor '{name}': {e}"));
         let info = &content.tensor_infos[name];
-        if mode == WeightMode::AsStored
+        // Kept as read for every mode but f32: each linear converts its own matrix, so the
+        // whole model is never held dequantized.
+        if mode != WeightMode::F32
             && info.ggml_dtype != candle_core::quantized::GgmlDType::F32
             && !layout::needs_own_dequantize(info.ggml_dtype)
             && kept::can_keep(family, name, info.shape.dims())
