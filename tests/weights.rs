@@ -343,3 +343,42 @@ fn unknown_mode_is_a_clear_error() {
         assert_eq!(WeightMode::parse(m.name()).unwrap(), m);
     }
 }
+
+/// Under an address-space limit too small for f32 weights, `vene info` refuses the load before
+/// allocating, with the sizes and the modes that fit, and exits 1 (no SIGABRT); kept quantized
+/// the same model loads under the same limit.
+#[test]
+fn a_model_that_does_not_fit_is_refused_before_allocation() {
+    let model = vene::fetch::default_model(false).expect("the default model");
+    let run = |weights: &str| {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 600000; exec \"$0\" info --weights {weights} --model \"$1\"",
+            ))
+            .arg(env!("CARGO_BIN_EXE_vene"))
+            .arg(&model)
+            .output()
+            .unwrap()
+    };
+    let out = run("f32");
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for part in [
+        "does not fit",
+        "'f32' weights",
+        "needs about",
+        "address-space limit",
+        "would fit: as-stored",
+    ] {
+        assert!(err.contains(part), "missing '{part}' in: {err}");
+    }
+    let out = run("as-stored");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MiB resident"));
+}

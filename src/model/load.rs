@@ -2,6 +2,7 @@
 
 use super::head::HeadSpec;
 use super::linear::{with_plan, WeightMode, WeightPlan};
+use super::memory::{self, TensorSize};
 use super::{registry, tokenizer, Model};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
@@ -175,9 +176,15 @@ fn weights(
         return Ok((vb, HashMap::new()));
     }
     let mut stored = HashMap::new();
+    let mut sizes = Vec::new();
+    let mut mapped = 0;
     for f in &files {
-        stored.extend(check_safetensors(f)?);
+        let (dtypes, s) = check_safetensors(f)?;
+        stored.extend(dtypes);
+        sizes.extend(s);
+        mapped += std::fs::metadata(f).map_or(0, |m| m.len());
     }
+    memory::check_fit(dir, &sizes, options.weights, mapped)?;
     // SAFETY: the files are not modified while mapped; we only read them.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
         .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))?;
@@ -186,15 +193,24 @@ fn weights(
 
 /// Parses a safetensors header and checks every tensor lies inside the file, so a truncated
 /// or corrupt file is reported with its name instead of failing deep inside a load. Returns
-/// the float dtype of each tensor.
-fn check_safetensors(path: &Path) -> Result<HashMap<String, DType>> {
+/// the float dtype of each tensor and every tensor's size.
+fn check_safetensors(path: &Path) -> Result<(HashMap<String, DType>, Vec<TensorSize>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
     // SAFETY: read-only mapping of a file we do not modify.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::file(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| Error::file(path, format!("corrupt or truncated safetensors: {e}")))?;
     use safetensors::Dtype as D;
-    Ok(st
+    let sizes = st
+        .tensors()
+        .iter()
+        .map(|(name, view)| TensorSize {
+            elems: view.shape().iter().product::<usize>() as u64,
+            stored_bytes: view.data().len() as u64,
+            linear: memory::is_linear_weight(name, view.shape().len()),
+        })
+        .collect();
+    let dtypes = st
         .tensors()
         .into_iter()
         .filter_map(|(name, view)| {
@@ -206,5 +222,6 @@ fn check_safetensors(path: &Path) -> Result<HashMap<String, DType>> {
             };
             Some((name, dt))
         })
-        .collect())
+        .collect();
+    Ok((dtypes, sizes))
 }

@@ -12,6 +12,7 @@ pub mod input;
 pub mod linear;
 pub mod llama;
 pub mod load;
+mod memory;
 pub mod mlp;
 pub mod norm;
 pub mod olmo;

@@ -125,6 +125,20 @@ fn load_inner(path: &Path, mode: WeightMode) -> Result<Model> {
             .or(count("num_attention_heads"))
             .unwrap_or(0),
     };
+    let sizes: Vec<_> = content
+        .tensor_infos
+        .iter()
+        .map(|(name, i)| {
+            let elems = i.shape.elem_count() as u64;
+            super::memory::TensorSize {
+                elems,
+                stored_bytes: elems / i.ggml_dtype.block_size() as u64
+                    * i.ggml_dtype.type_size() as u64,
+                linear: super::memory::is_linear_weight(name, i.shape.rank()),
+            }
+        })
+        .collect();
+    super::memory::check_fit(path, &sizes, mode, mmap.len() as u64)?;
     let dev = Device::Cpu;
     let mut reader = Cursor::new(&mmap[..]);
     let mut tensors: HashMap<String, Tensor> = HashMap::with_capacity(renamed.len());
