@@ -390,15 +390,43 @@ pub(crate) fn load_weight(
             _ => mode.store(q.dequantize(&q.device())?),
         };
     }
-    let read = match (mode, stored) {
-        (WeightMode::AsStored, Some(dt @ (DType::F16 | DType::BF16 | DType::F32))) => dt,
-        (WeightMode::F16, _) => DType::F16,
-        (WeightMode::Bf16, _) => DType::BF16,
-        _ => DType::F32,
-    };
-    let w = vb.get_with_hints_dtype((out_dim, in_dim), "weight", Default::default(), read)?;
+    let w = vb.get_with_hints_dtype(
+        (out_dim, in_dim),
+        "weight",
+        Default::default(),
+        read_dtype(mode, stored),
+    )?;
     match mode {
         WeightMode::Q8_0 | WeightMode::Q4K => mode.store(w),
         _ => Weight::dense(w),
     }
+}
+
+/// The dtype to read a linear weight in: as stored (half stays half), the half dtype asked,
+/// else f32 (quantized modes quantize from f32).
+fn read_dtype(mode: WeightMode, stored: Option<DType>) -> DType {
+    match (mode, stored) {
+        (WeightMode::AsStored, Some(dt @ (DType::F16 | DType::BF16 | DType::F32))) => dt,
+        (WeightMode::F16, _) => DType::F16,
+        (WeightMode::Bf16, _) => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+/// Reads `vb`'s `name` (a fused weight an architecture splits into linears itself, as
+/// GPT-2's and GPT-NeoX's q/k/v) in the dtype the load's weight mode wants, so a half
+/// checkpoint's fused matrices stay half as stored.
+pub(crate) fn get_fused(
+    vb: &candle_nn::VarBuilder,
+    shape: impl Into<candle_core::Shape>,
+    name: &str,
+) -> Result<Tensor> {
+    let full = format!("{}.{name}", vb.prefix());
+    let (mode, stored) = PLAN.with(|p| {
+        let p = p.borrow();
+        p.as_ref().map_or((WeightMode::F32, None), |p| {
+            (p.mode, p.stored_dtypes.get(&full).copied())
+        })
+    });
+    Ok(vb.get_with_hints_dtype(shape, name, Default::default(), read_dtype(mode, stored))?)
 }
