@@ -143,7 +143,14 @@ fn load_inner(path: &Path, mode: WeightMode) -> Result<Model> {
     let mut reader = Cursor::new(&mmap[..]);
     let mut tensors: HashMap<String, Tensor> = HashMap::with_capacity(renamed.len());
     let mut kept = HashMap::new();
+    // Every tensor is copied out of the mapping: drop the file pages read so far, so peak
+    // memory is the weights, not the weights plus the whole file.
+    let release = || {
+        // SAFETY: a read-only file mapping: dropped pages read back from the unchanged file.
+        let _ = unsafe { mmap.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    };
     for (name, hf) in renamed {
+        release();
         let bad = |e: candle_core::Error| Error::file(path, format!("tensor '{name}': {e}"));
         let info = &content.tensor_infos[name];
         // Kept as read for every mode but f32: each linear converts its own matrix, so the
@@ -174,6 +181,7 @@ fn load_inner(path: &Path, mode: WeightMode) -> Result<Model> {
         let t = layout::restore(family, name, t, &heads).map_err(bad)?;
         tensors.insert(hf, t);
     }
+    release();
     let (tok, special) = if content.metadata.contains_key("tokenizer.ggml.model") {
         let (t, s) = tokenizer::from_gguf(&content).map_err(|e| in_file(path, e))?;
         (Some(t), s)
