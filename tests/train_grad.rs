@@ -57,10 +57,11 @@ struct Arch {
     /// (source units, base units) per example.
     units: (Vec<Vec<usize>>, Vec<Vec<usize>>),
     targets: Vec<u32>,
-    /// Quantized weights: the fast path's kernels round activations to 8 bits, so finite
-    /// differences use the differentiable path (exact f32 math on the stored blocks), the
-    /// function the backward differentiates, and the two paths agree only to that rounding.
-    quantized: bool,
+    /// f16 or quantized weights: the fast path's kernels round activations (to f16, to 8-bit
+    /// blocks), so finite differences use the differentiable path (exact f32 math on the
+    /// stored weights), the function the backward differentiates, and the two paths agree
+    /// only to that rounding.
+    rounds_activations: bool,
 }
 
 fn hf(name: &'static str) -> Arch {
@@ -85,7 +86,10 @@ fn hf_weights(name: &'static str, weights: WeightMode) -> Arch {
         source: ids([[40, 11, 73, 5, 88], [64, 27, 90, 14, 45]]),
         units: (vec![vec![1], vec![3]], vec![vec![2], vec![1]]),
         targets: vec![17, 80],
-        quantized: matches!(weights, WeightMode::Q8_0 | WeightMode::Q4K),
+        rounds_activations: matches!(
+            weights,
+            WeightMode::F16 | WeightMode::Q8_0 | WeightMode::Q4K
+        ),
     }
 }
 
@@ -105,7 +109,7 @@ fn mlp() -> Arch {
         source: Input::from_embeds(gaussian(&[3, 16], 2)),
         units: (vec![vec![0]; 3], vec![vec![0]; 3]),
         targets: vec![1, 4, 2],
-        quantized: false,
+        rounds_activations: false,
     }
 }
 
@@ -256,9 +260,9 @@ fn finite_diff(iv: &IntervenableModel, arch: &Arch, var: &Var, dir: &Tensor, eps
     let p0 = var.as_tensor().copy().unwrap();
     let shifted = |s: f64| (&p0 + (dir * s).unwrap()).unwrap();
     var.set(&shifted(eps)).unwrap();
-    let up = scalar(&loss(iv, arch, arch.quantized));
+    let up = scalar(&loss(iv, arch, arch.rounds_activations));
     var.set(&shifted(-eps)).unwrap();
-    let down = scalar(&loss(iv, arch, arch.quantized));
+    let down = scalar(&loss(iv, arch, arch.rounds_activations));
     var.set(&p0).unwrap();
     (up - down) / (2.0 * eps)
 }
@@ -287,7 +291,7 @@ fn check_arch(arch: &Arch) -> Vec<String> {
         let l = loss(&iv, arch, true);
         // The differentiable path computes the same loss as the fast path.
         let fast = scalar(&loss(&iv, arch, false));
-        let tol = if arch.quantized { 1e-2 } else { 1e-4 };
+        let tol = if arch.rounds_activations { 1e-2 } else { 1e-4 };
         if (scalar(&l) - fast).abs() > tol * fast.abs().max(1.0) {
             failures.push(format!(
                 "{}/{ty}: differentiable loss {} != fast loss {fast}",

@@ -89,7 +89,7 @@ fn uniform(shape: &[usize], seed: u64) -> Tensor {
 fn tolerance(mode: WeightMode) -> f32 {
     match mode {
         WeightMode::AsStored | WeightMode::F32 => 0.0,
-        WeightMode::F16 => 2e-3,
+        WeightMode::F16 => 3e-3,
         WeightMode::Bf16 => 2e-2,
         WeightMode::Q8_0 | WeightMode::Q4K => 6e-2,
     }
@@ -141,14 +141,11 @@ fn half_checkpoints_stay_half_as_stored() {
         candle_core::safetensors::save(&half, dir.join("model.safetensors")).unwrap();
         let stored = load(&dir, WeightMode::AsStored);
         let widened = load(&dir, WeightMode::F32);
-        // The same f16 values, widened per call or at load: identical logits.
+        // The same f16 values, kept (f16 gemm: activations rounded to f16) or widened at load.
         let a = stored.logits(&prompt()).unwrap();
         let b = widened.logits(&prompt()).unwrap();
-        assert!(
-            max_abs_diff(&a, &b) < 1e-5,
-            "{name}: {}",
-            max_abs_diff(&a, &b)
-        );
+        let d = max_abs_diff(&a, &b);
+        assert!(d < 3e-3 * max_abs(&b), "{name}: {d}");
         let (sb, wb) = (stored.info().weight_bytes, widened.info().weight_bytes);
         println!("{name} f16 checkpoint: {sb} B as stored, {wb} B widened");
         // Every linear is half: at most embeddings, norms and biases stay f32.
@@ -225,8 +222,10 @@ fn every_storage_matches_a_dense_matmul() {
             lin.weight().kind(),
             max_abs(&want)
         );
+        // The f16 and quantized kernels round activations (to f16, to 8-bit blocks).
         let tol = match lin.weight() {
             Weight::Quantized(_) => 1e-2 * max_abs(&want),
+            Weight::Half(w) if w.dtype() == DType::F16 => 1e-3 * max_abs(&want),
             _ => 1e-4,
         };
         assert!(d <= tol, "{}: {d}", mode.name());
