@@ -32,8 +32,15 @@ fn gguf_fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// Loads with f32 weights: these tests check layouts and dequantization against transformers'
+/// f32 math (kept as stored, the f16 and quantized kernels round activations as llama.cpp's
+/// do; tests/weights.rs checks that mode).
 fn load(path: &std::path::Path) -> Model {
-    Model::load(path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+    let options = vene::model::LoadOptions {
+        weights: vene::model::WeightMode::F32,
+        ..Default::default()
+    };
+    Model::load_with(path, &options).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
 
 /// Max |a - b| over the real (unmasked) positions of a (batch, seq, vocab) pair.
@@ -113,14 +120,7 @@ fn every_tensor_type_dequantizes_like_gguf_py() {
     let types = reference["logits"].as_object().unwrap();
     assert_eq!(types.len(), 13, "one reference per tensor type");
     for (qtype, rows) in types {
-        // f32 weights: this checks the dequantization itself (kept quantized, candle's
-        // kernels also round activations to 8 bits; tests/weights.rs checks that mode).
-        let path = gguf_fixture(&format!("quant/{qtype}.gguf"));
-        let options = vene::model::LoadOptions {
-            weights: vene::model::WeightMode::F32,
-            ..Default::default()
-        };
-        let model = Model::load_with(&path, &options).unwrap();
+        let model = load(&gguf_fixture(&format!("quant/{qtype}.gguf")));
         let input = Input::from_tokens(&prompt, &Device::Cpu).unwrap();
         let got = model.logits(&input).unwrap();
         let got: Vec<Vec<f32>> = got.i(0).unwrap().to_vec2().unwrap();

@@ -214,11 +214,15 @@ impl Decoder {
         let mut seen = std::collections::HashSet::new();
         all.retain(|t| seen.insert(t.id()));
         let linears: Vec<&FLinear> = blocks.iter().flat_map(|b| b.linears()).collect();
-        let n_params = count_params(&all) + linears.iter().map(|l| l.n_params()).sum::<usize>();
+        let stored_head = head.stored_lm_weight();
+        let n_params = count_params(&all)
+            + linears.iter().map(|l| l.n_params()).sum::<usize>()
+            + stored_head.map_or(0, |w| w.elem_count());
         let weight_bytes = all
             .iter()
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
             .chain(linears.iter().map(|l| l.bytes()))
+            .chain(stored_head.map(|w| w.bytes()))
             .sum();
         Ok(Decoder {
             sizes,

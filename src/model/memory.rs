@@ -15,12 +15,11 @@ pub(crate) struct TensorSize {
     pub linear: bool,
 }
 
-/// Whether a tensor name is a linear weight the mode applies to (not an embedding, a norm, a
-/// bias or the LM head, which stay f32).
+/// Whether a tensor name is a linear weight the mode applies to (an untied LM head is one; an
+/// embedding, a norm or a bias is not: they stay f32).
 pub(crate) fn is_linear_weight(name: &str, dims: usize) -> bool {
-    const DENSE: [&str; 6] = ["embed", "wte", "wpe", "lm_head", "embed_out", "token_embd"];
-    // `output.weight` is GGUF's LM head.
-    dims == 2 && !DENSE.iter().any(|d| name.contains(d)) && name != "output.weight"
+    const DENSE: [&str; 5] = ["embed_tokens", "embed_in", "wte", "wpe", "token_embd"];
+    dims == 2 && !DENSE.iter().any(|d| name.contains(d))
 }
 
 /// Bytes the weights take once loaded in `mode`.

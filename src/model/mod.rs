@@ -308,7 +308,7 @@ impl Model {
 /// Applies the LM head `head` (vocab, hidden) to the hidden states at the positions asked for.
 pub(crate) fn lm_head(
     hidden: &Tensor,
-    head: &Tensor,
+    head: &linear::Weight,
     which: &LogitPositions,
     input: &Input,
 ) -> Result<Option<Tensor>> {
@@ -334,10 +334,10 @@ pub(crate) fn lm_head(
         }
     };
     let (b, s, d) = picked.dims3()?;
-    let vocab = head.dim(0)?;
+    let vocab = head.dims()?.0;
     let flat = picked.contiguous()?.reshape((b * s, d))?;
     Ok(Some(
-        ops::frozen_linear(&flat, head, None)?.reshape((b, s, vocab))?,
+        linear::frozen_forward(&flat, head, None)?.reshape((b, s, vocab))?,
     ))
 }
 
