@@ -100,9 +100,16 @@ pub(crate) fn check_fit(
     };
     let need = |m: WeightMode| -> u64 {
         let w = weight_bytes(tensors, m);
-        // The largest tensor is read (copied) before it is converted; 32 MiB for the rest.
+        // The largest tensor is read (copied) before it is converted, a quantized matmul may
+        // dequantize one matrix per call (at most 256 MiB); 32 MiB for the rest.
         let largest = tensors.iter().map(|t| t.stored_bytes).max().unwrap_or(0);
-        w + mapped + largest + (32 << 20)
+        let dequantized = tensors
+            .iter()
+            .filter(|t| t.linear)
+            .map(|t| (t.elems * 4).min(256 << 20))
+            .max()
+            .unwrap_or(0);
+        w + mapped + largest + dequantized + (32 << 20)
     };
     let needed = need(mode);
     if needed <= avail {
