@@ -52,8 +52,15 @@ fn gguf_fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// Loads with f32 weights: these tests check layouts and dequantization against transformers'
+/// f32 math (kept as stored, the f16 and quantized kernels round activations as llama.cpp's
+/// do; tests/weights.rs checks that mode).
 fn load(path: &std::path::Path) -> Model {
-    Model::load(path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+    let options = vene::model::LoadOptions {
+        weights: vene::model::WeightMode::F32,
+        ..Default::default()
+    };
+    Model::load_with(path, &options).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
 
 /// Max |a - b| over the real (unmasked) positions of a (batch, seq, vocab) pair.

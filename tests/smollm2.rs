@@ -34,7 +34,13 @@ fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
         let p = model_path();
-        Model::load(&p).unwrap_or_else(|e| panic!("cannot load {}: {e}", p.display()))
+        // Dequantized to f32, the math transformers does on the same file.
+        let options = vene::model::LoadOptions {
+            weights: vene::model::WeightMode::F32,
+            ..Default::default()
+        };
+        Model::load_with(&p, &options)
+            .unwrap_or_else(|e| panic!("cannot load {}: {e}", p.display()))
     })
 }
 
@@ -227,6 +233,23 @@ fn greedy_decoding_answers_paris() {
     assert_eq!(new, ids(&p["greedy_ids"]), "{text:?}");
     assert_eq!(text, p["greedy_text"].as_str().unwrap());
     assert_eq!(new.last(), Some(&2), "ends with <|im_end|>");
+}
+
+/// Kept quantized as stored (the default; candle's kernels round activations to 8 bits as
+/// llama.cpp does): the same greedy answer as the f32 model.
+#[test]
+fn greedy_answer_kept_quantized_equals_f32() {
+    let kept = Model::load(model_path()).unwrap();
+    assert!(kept.info().weight_bytes * 2 < model().info().weight_bytes);
+    let new = greedy(&kept, &CHAT_IDS, 12);
+    let want = greedy(model(), &CHAT_IDS, 12);
+    assert_eq!(new, want, "{:?}", kept.decode(&new).unwrap());
+    println!(
+        "as stored: {} weight bytes, f32: {}; answer {:?}",
+        kept.info().weight_bytes,
+        model().info().weight_bytes,
+        kept.decode(&new).unwrap()
+    );
 }
 
 #[test]

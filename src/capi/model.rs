@@ -2,7 +2,7 @@
 
 use super::error::*;
 use super::handle::{self, Handle, Kind};
-use crate::model::Model;
+use crate::model::{LoadOptions, Model, WeightMode};
 use std::ffi::CString;
 use std::os::raw::c_char;
 use std::sync::Arc;
@@ -65,12 +65,17 @@ pub struct vene_model_options {
     /// Non-zero: fail with `VENE_ERR_INVALID_INPUT` unless the model has a tokenizer.
     /// Default 0.
     pub require_tokenizer: u32,
+    /// How to keep the weights in memory: "as-stored" (f16/bf16 stay half, GGUF blocks stay
+    /// quantized), "f32", "f16", "bf16", or quantized at load to "q8_0" or "q4_k".
+    /// NULL (the default): "as-stored".
+    pub weights: *const c_char,
 }
-const _: () = assert!(std::mem::size_of::<vene_model_options>() == 8);
+const _: () = assert!(std::mem::size_of::<vene_model_options>() == 16);
 
 const MODEL_OPTIONS_DEFAULT: vene_model_options = vene_model_options {
     struct_size: std::mem::size_of::<vene_model_options>() as u32,
     require_tokenizer: 0,
+    weights: std::ptr::null(),
 };
 
 /// Fills `opts` with the defaults. Pass `sizeof(vene_model_options)` as `struct_size`.
@@ -101,7 +106,16 @@ pub unsafe extern "C" fn vene_model_load(
         } else {
             read_sized(opts, MODEL_OPTIONS_DEFAULT, 8, "opts")?
         };
-        let model = Model::load(path)?;
+        let weights = if opts.weights.is_null() {
+            WeightMode::AsStored
+        } else {
+            WeightMode::parse(arg_str(opts.weights, "opts->weights")?)?
+        };
+        let options = LoadOptions {
+            weights,
+            ..Default::default()
+        };
+        let model = Model::load_with(path, &options)?;
         if opts.require_tokenizer != 0 && model.tokenizer().is_none() {
             return Err(Failure::new(
                 VENE_ERR_INVALID_INPUT,
@@ -153,8 +167,13 @@ pub struct vene_model_info {
     pub bos_id: i64,
     pub eos_id: i64,
     pub pad_id: i64,
+    /// Bytes the weights occupy in memory as loaded (a caller whose struct ends before this
+    /// field does not get it).
+    pub weight_bytes: usize,
 }
-const _: () = assert!(std::mem::size_of::<vene_model_info>() == 8 + 2 * 8 + 9 * 8 + 3 * 8);
+const _: () = assert!(std::mem::size_of::<vene_model_info>() == 8 + 2 * 8 + 9 * 8 + 4 * 8);
+/// `vene_model_info` as it was before `weight_bytes`: callers built against it still work.
+const MODEL_INFO_MIN_SIZE: usize = std::mem::size_of::<vene_model_info>() - 8;
 
 /// Writes a struct whose first field is a caller-set `uint32_t struct_size`: as many bytes as
 /// the caller's struct has.
@@ -209,8 +228,9 @@ pub unsafe extern "C" fn vene_model_get_info(
             bos_id: id(sp.bos),
             eos_id: id(sp.eos),
             pad_id: id(sp.pad),
+            weight_bytes: i.weight_bytes,
         };
-        write_sized(info, v, std::mem::size_of::<vene_model_info>(), "info")
+        write_sized(info, v, MODEL_INFO_MIN_SIZE, "info")
     })
 }
 

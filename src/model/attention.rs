@@ -170,13 +170,14 @@ impl Attention {
         )
     }
 
-    /// The stored tensors (for parameter counts).
+    /// The linears (for parameter and byte counts).
+    pub fn linears(&self) -> Vec<&FLinear> {
+        vec![&self.q, &self.k, &self.v, &self.o]
+    }
+
+    /// The stored tensors other than the linears (for parameter counts).
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut all = Vec::new();
-        for lin in [&self.q, &self.k, &self.v, &self.o] {
-            all.push(lin.weight());
-            all.extend(lin.bias());
-        }
         if let Some(n) = &self.qk_norm {
             all.extend(n.q.tensors());
             all.extend(n.k.tensors());

@@ -53,14 +53,11 @@ impl Mlp {
         })
     }
 
-    fn tensors(&self) -> Vec<&Tensor> {
-        let lins: Vec<&FLinear> = match self {
+    fn linears(&self) -> Vec<&FLinear> {
+        match self {
             Mlp::Gated { gate, up, down, .. } => vec![gate, up, down],
             Mlp::Plain { up, down, .. } => vec![up, down],
-        };
-        lins.into_iter()
-            .flat_map(|l| std::iter::once(l.weight()).chain(l.bias()))
-            .collect()
+        }
     }
 }
 
@@ -119,9 +116,14 @@ impl Block {
         apply(hooks, site(BlockOutput), out)
     }
 
+    fn linears(&self) -> Vec<&FLinear> {
+        let mut all = self.attn.linears();
+        all.extend(self.mlp.linears());
+        all
+    }
+
     fn tensors(&self) -> Vec<&Tensor> {
         let mut all = self.attn.tensors();
-        all.extend(self.mlp.tensors());
         for n in [
             &self.attn_norm,
             &self.attn_out_norm,
@@ -178,6 +180,7 @@ pub struct Decoder {
     /// Rotary embeddings the layers point into (`AttentionOptions::rope`).
     pub ropes: Vec<Rope>,
     n_params: usize,
+    weight_bytes: usize,
 }
 
 impl Decoder {
@@ -213,7 +216,17 @@ impl Decoder {
         // A tied LM head is the embedding matrix: count it once.
         let mut seen = std::collections::HashSet::new();
         all.retain(|t| seen.insert(t.id()));
-        let n_params = count_params(&all);
+        let linears: Vec<&FLinear> = blocks.iter().flat_map(|b| b.linears()).collect();
+        let stored_head = head.stored_lm_weight();
+        let n_params = count_params(&all)
+            + linears.iter().map(|l| l.n_params()).sum::<usize>()
+            + stored_head.map_or(0, |w| w.elem_count());
+        let weight_bytes = all
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .chain(linears.iter().map(|l| l.bytes()))
+            .chain(stored_head.map(|w| w.bytes()))
+            .sum();
         Ok(Decoder {
             sizes,
             embed,
@@ -225,6 +238,7 @@ impl Decoder {
             head,
             ropes,
             n_params,
+            weight_bytes,
         })
     }
 
@@ -349,6 +363,7 @@ impl Architecture for Decoder {
             head_dim: s.head_dim,
             intermediate_size: s.intermediate,
             n_params: self.n_params,
+            weight_bytes: self.weight_bytes,
             head: self.head.kind(),
             num_labels: self.head.num_labels(),
         }

@@ -57,15 +57,17 @@ fn conv1d(
     out_dim: usize,
     parts: usize,
 ) -> Result<Vec<ops::FLinear>> {
-    let w = vb.get((in_dim, out_dim), "weight")?.t()?.contiguous()?;
+    let w = super::linear::get_fused(&vb, (in_dim, out_dim), "weight")?
+        .t()?
+        .contiguous()?;
     let b = vb.get(out_dim, "bias")?;
     let n = out_dim / parts;
     (0..parts)
         .map(|j| {
-            Ok(ops::FLinear::new(
+            ops::FLinear::new(
                 w.narrow(0, j * n, n)?.contiguous()?,
                 Some(b.narrow(0, j * n, n)?.contiguous()?),
-            ))
+            )
         })
         .collect()
 }

@@ -87,7 +87,7 @@ impl NeoxConfig {
 /// and v linears, so each has its own hook site.
 fn split_qkv(vb: VarBuilder, h: usize, nh: usize, bias: bool) -> Result<Vec<ops::FLinear>> {
     let hd = h / nh;
-    let w = vb.get((3 * h, h), "weight")?.reshape((nh, 3 * hd, h))?;
+    let w = super::linear::get_fused(&vb, (3 * h, h), "weight")?.reshape((nh, 3 * hd, h))?;
     let b = if bias {
         Some(vb.get(3 * h, "bias")?.reshape((nh, 3 * hd))?)
     } else {
@@ -100,7 +100,7 @@ fn split_qkv(vb: VarBuilder, h: usize, nh: usize, bias: bool) -> Result<Vec<ops:
                 Some(b) => Some(b.narrow(1, j * hd, hd)?.contiguous()?.reshape(h)?),
                 None => None,
             };
-            Ok(ops::FLinear::new(wj, bj))
+            ops::FLinear::new(wj, bj)
         })
         .collect()
 }

@@ -95,6 +95,7 @@ pub struct Gru {
     /// `lm_head` (vocab, h_dim) or `score` (n_labels, h_dim); no bias in either.
     head_weight: Option<Tensor>,
     n_params: usize,
+    weight_bytes: usize,
 }
 
 impl Gru {
@@ -142,14 +143,12 @@ impl Gru {
             HeadKind::Classification => Some(vb.get((cfg.n_labels, d), "score.weight")?),
         };
         let mut all: Vec<&Tensor> = wte.iter().chain(wpe.iter()).collect();
-        for c in &cells {
-            for l in [&c.x2h, &c.h2h] {
-                all.push(l.weight());
-                all.extend(l.bias());
-            }
-        }
         all.extend(head_weight.iter());
-        let n_params = count_params(&all);
+        let linears: Vec<&FLinear> = cells.iter().flat_map(|c| [&c.x2h, &c.h2h]).collect();
+        let n_params = count_params(&all) + linears.iter().map(|l| l.n_params()).sum::<usize>();
+        // Embeddings and the head stay f32; the cells' linears follow the weight mode.
+        let weight_bytes =
+            count_params(&all) * 4 + linears.iter().map(|l| l.bytes()).sum::<usize>();
         Ok(Gru {
             cfg,
             head,
@@ -158,6 +157,7 @@ impl Gru {
             cells,
             head_weight,
             n_params,
+            weight_bytes,
         })
     }
 
@@ -298,7 +298,9 @@ impl Gru {
         };
         match self.head {
             HeadKind::None => Ok(None),
-            HeadKind::CausalLm => lm_head(hidden, w, which, input),
+            HeadKind::CausalLm => {
+                lm_head(hidden, &super::linear::Weight::F32(w.clone()), which, input)
+            }
             HeadKind::Classification => {
                 if *which == LogitPositions::None {
                     return Ok(None);
@@ -455,6 +457,7 @@ impl Architecture for Gru {
             head_dim: 0,
             intermediate_size: 3 * c.h_dim,
             n_params: self.n_params,
+            weight_bytes: self.weight_bytes,
             head: self.head,
             num_labels: (self.head == HeadKind::Classification).then_some(c.n_labels),
         }

@@ -2,6 +2,7 @@
 //! config.json's `architectures` decides; a head vene does not implement is an error.
 
 use super::input::{Input, LogitPositions};
+use super::linear::{self, Weight};
 use super::ops;
 use crate::config_err;
 use crate::error::Result;
@@ -109,8 +110,9 @@ impl HeadSpec {
 /// The head of a decoder, applied to the final normalized hidden states.
 pub enum Head {
     Lm {
-        /// (vocab, hidden); the embedding matrix when tied.
-        weight: Tensor,
+        /// (vocab, hidden); the embedding matrix (f32) when tied, else kept as the load's
+        /// weight mode says (a GGUF's quantized `output.weight` stays quantized).
+        weight: Weight,
         /// Final-logit soft-capping: `cap * tanh(logits / cap)` (Gemma-2).
         softcap: Option<f64>,
     },
@@ -136,9 +138,10 @@ impl Head {
         Ok(match spec.kind {
             HeadKind::CausalLm => {
                 let weight = if tied {
-                    embed.clone()
+                    Weight::dense(embed.clone())?
                 } else if root.contains_tensor(lm_weight) {
-                    root.get((vocab, hidden), lm_weight)?
+                    let prefix = lm_weight.strip_suffix(".weight").unwrap_or(lm_weight);
+                    linear::load_weight(&root.pp(prefix), vocab, hidden)?
                 } else {
                     return Err(config_err!(
                         "{lm_weight} is missing and config.json does not set tie_word_embeddings"
@@ -172,12 +175,25 @@ impl Head {
         }
     }
 
-    /// The stored tensors (for parameter counts; a tied LM head repeats the embedding).
+    /// The stored tensors (for parameter counts; a tied LM head repeats the embedding). An LM
+    /// head in half or quantized storage is not a tensor here: see [`Head::stored_lm_weight`].
     pub fn tensors(&self) -> Vec<&Tensor> {
         match self {
-            Head::Lm { weight, .. } => vec![weight],
+            Head::Lm {
+                weight: Weight::F32(w),
+                ..
+            } => vec![w],
+            Head::Lm { .. } => vec![],
             Head::Classifier { score, .. } => vec![score],
             Head::None => vec![],
+        }
+    }
+
+    /// An untied LM head kept in half or quantized storage (counted apart from the tensors).
+    pub fn stored_lm_weight(&self) -> Option<&Weight> {
+        match self {
+            Head::Lm { weight, .. } if !matches!(weight, Weight::F32(_)) => Some(weight),
+            _ => None,
         }
     }
 

@@ -1,10 +1,13 @@
 //! Finding and opening model files: Hugging Face directories and GGUF files.
 
 use super::head::HeadSpec;
+use super::linear::{with_plan, WeightMode, WeightPlan};
+use super::memory::{self, TensorSize};
 use super::{registry, tokenizer, Model};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where and how weights live once loaded. Architectures never hard-code a device or dtype:
@@ -15,6 +18,8 @@ pub struct LoadOptions {
     /// The dtype weights are converted to (only f32 for now: candle's CPU matmul has no bf16,
     /// and low-precision storage is a later step).
     pub dtype: DType,
+    /// How linear weights are kept in memory (as stored, f32, half, or quantized in situ).
+    pub weights: WeightMode,
 }
 
 impl Default for LoadOptions {
@@ -22,6 +27,7 @@ impl Default for LoadOptions {
         LoadOptions {
             device: Device::Cpu,
             dtype: DType::F32,
+            weights: WeightMode::AsStored,
         }
     }
 }
@@ -78,8 +84,14 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<Model> {
             ),
         ));
     }
-    let vb = weights(dir, options)?;
-    let arch = (family.build)(&cfg, &head, vb).map_err(|e| weights_err(dir, e))?;
+    let (vb, stored_dtypes) = weights(dir, options)?;
+    let plan = WeightPlan {
+        mode: options.weights,
+        stored_dtypes,
+        ..Default::default()
+    };
+    let arch =
+        with_plan(plan, || (family.build)(&cfg, &head, vb)).map_err(|e| weights_err(dir, e))?;
     let (tok, special) = match tokenizer::load_dir_tokenizer(dir)? {
         Some((t, s)) => (Some(t), s),
         None => (None, Default::default()),
@@ -149,30 +161,67 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     ))
 }
 
-/// Opens the weights in the dtype and on the device asked for; safetensors are memory-mapped
-/// and checked before use.
-fn weights(dir: &Path, options: &LoadOptions) -> Result<VarBuilder<'static>> {
+/// Opens the weights in the dtype and on the device asked for, with the dtype each tensor is
+/// stored in (safetensors only; empty for a torch pickle); safetensors are memory-mapped and
+/// checked before use.
+fn weights(
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<(VarBuilder<'static>, HashMap<String, DType>)> {
     let files = weight_files(dir)?;
     let (dev, dtype) = (&options.device, options.dtype);
     if files[0].extension().is_some_and(|e| e == "bin") {
-        return VarBuilder::from_pth(&files[0], dtype, dev)
-            .map_err(|e| Error::file(&files[0], format!("cannot read torch weights: {e}")));
+        let vb = VarBuilder::from_pth(&files[0], dtype, dev)
+            .map_err(|e| Error::file(&files[0], format!("cannot read torch weights: {e}")))?;
+        return Ok((vb, HashMap::new()));
     }
+    let mut stored = HashMap::new();
+    let mut sizes = Vec::new();
+    let mut mapped = 0;
     for f in &files {
-        check_safetensors(f)?;
+        let (dtypes, s) = check_safetensors(f)?;
+        stored.extend(dtypes);
+        sizes.extend(s);
+        mapped += std::fs::metadata(f).map_or(0, |m| m.len());
     }
+    memory::check_fit(dir, &sizes, options.weights, mapped)?;
     // SAFETY: the files are not modified while mapped; we only read them.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
-        .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
+        .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))?;
+    Ok((vb, stored))
 }
 
 /// Parses a safetensors header and checks every tensor lies inside the file, so a truncated
-/// or corrupt file is reported with its name instead of failing deep inside a load.
-fn check_safetensors(path: &Path) -> Result<()> {
+/// or corrupt file is reported with its name instead of failing deep inside a load. Returns
+/// the float dtype of each tensor and every tensor's size.
+fn check_safetensors(path: &Path) -> Result<(HashMap<String, DType>, Vec<TensorSize>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
     // SAFETY: read-only mapping of a file we do not modify.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::file(path, e))?;
-    safetensors::SafeTensors::deserialize(&mmap)
+    let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| Error::file(path, format!("corrupt or truncated safetensors: {e}")))?;
-    Ok(())
+    use safetensors::Dtype as D;
+    let sizes = st
+        .tensors()
+        .iter()
+        .map(|(name, view)| TensorSize {
+            elems: view.shape().iter().product::<usize>() as u64,
+            stored_bytes: view.data().len() as u64,
+            linear: memory::is_linear_weight(name, view.shape().len()),
+        })
+        .collect();
+    let dtypes = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| {
+            let dt = match view.dtype() {
+                D::F32 => DType::F32,
+                D::F16 => DType::F16,
+                D::BF16 => DType::BF16,
+                _ => return None,
+            };
+            Some((name, dt))
+        })
+        .collect();
+    Ok((dtypes, sizes))
 }

@@ -467,6 +467,7 @@ impl Architecture for MlpClassifier {
             head_dim: 0,
             intermediate_size: c.h_dim,
             n_params: self.n_params,
+            weight_bytes: self.n_params * 4,
             head: super::HeadKind::Classification,
             num_labels: Some(c.num_classes),
         }

@@ -12,8 +12,10 @@ pub mod gru;
 pub mod head;
 pub mod hooks;
 pub mod input;
+pub mod linear;
 pub mod llama;
 pub mod load;
+mod memory;
 pub mod mlp;
 pub mod norm;
 pub mod olmo;
@@ -30,6 +32,7 @@ pub use cache::KvCache;
 pub use head::HeadKind;
 pub use hooks::{Hooks, NoHooks, Recorder};
 pub use input::{ForwardOptions, ForwardOutput, Input, LogitPositions};
+pub use linear::WeightMode;
 pub use load::LoadOptions;
 
 use crate::error::Result;
@@ -74,6 +77,8 @@ pub struct ModelInfo {
     pub head_dim: usize,
     pub intermediate_size: usize,
     pub n_params: usize,
+    /// Bytes the weights occupy in memory as loaded (resident weight bytes).
+    pub weight_bytes: usize,
     /// What the logits are: next-token logits, class scores, or none (a bare model).
     pub head: HeadKind,
     /// Classes of a classification head.
@@ -306,7 +311,7 @@ impl Model {
 /// Applies the LM head `head` (vocab, hidden) to the hidden states at the positions asked for.
 pub(crate) fn lm_head(
     hidden: &Tensor,
-    head: &Tensor,
+    head: &linear::Weight,
     which: &LogitPositions,
     input: &Input,
 ) -> Result<Option<Tensor>> {
@@ -332,10 +337,10 @@ pub(crate) fn lm_head(
         }
     };
     let (b, s, d) = picked.dims3()?;
-    let vocab = head.dim(0)?;
+    let vocab = head.dims()?.0;
     let flat = picked.contiguous()?.reshape((b * s, d))?;
     Ok(Some(
-        ops::frozen_linear(&flat, head, None)?.reshape((b, s, vocab))?,
+        linear::frozen_forward(&flat, head, None)?.reshape((b, s, vocab))?,
     ))
 }
 

@@ -2,10 +2,10 @@
 //! and a differentiable path, chosen per forward, because the fused kernels have no backward.
 
 use super::hooks::{apply, Hooks};
+pub use super::linear::FLinear;
 use crate::error::Result;
 use crate::site::{Component, Site};
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::Linear;
 
 /// Large negative bias for masked scores: finite, so fully masked (padding) rows stay NaN-free.
 const MASKED: f32 = -1e9;
@@ -71,13 +71,13 @@ pub fn linear(
     out_dim: usize,
     bias: bool,
 ) -> Result<FLinear> {
-    let w = vb.get((out_dim, in_dim), "weight")?;
+    let w = super::linear::load_weight(&vb, out_dim, in_dim)?;
     let b = if bias {
         Some(vb.get(out_dim, "bias")?)
     } else {
         None
     };
-    Ok(FLinear::new(w, b))
+    FLinear::from_weight(w, b)
 }
 
 /// Additive attention bias (batch, 1, q, past + q): 0 where query i (absolute position
@@ -242,92 +242,8 @@ impl Activation {
     }
 }
 
-/// Backward of `x @ w^T` for a frozen `w`: only the input's gradient. candle's matmul would
-/// also build a weight gradient for every frozen matrix after an intervention, which costs
-/// memory and time in training (the model is never trained).
-struct FrozenMatmul {
-    w: Tensor,
-}
-
-impl candle_core::CustomOp2 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-    fn cpu_fwd(
-        &self,
-        _s1: &candle_core::CpuStorage,
-        _l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage as S;
-        let (a, b) = l2
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul: non-contiguous".into()))?;
-        let out = match s2 {
-            S::F32(v) => S::F32(v[a..b].to_vec()),
-            S::F64(v) => S::F64(v[a..b].to_vec()),
-            _ => return Err(candle_core::Error::Msg("frozen-matmul: dtype".into())),
-        };
-        Ok((out, l2.shape().clone()))
-    }
-    fn bwd(
-        &self,
-        _a1: &Tensor,
-        _a2: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&self.w)?), None))
-    }
-}
-
-/// `x @ w^T (+ b)` for a frozen `w` (out, in): when `x` carries a gradient, the backward pass
-/// computes only the input's gradient (candle's matmul would also build the weight's).
+/// `x @ w^T (+ b)` for a frozen dense `w` (out, in) (LM and classifier heads): when `x`
+/// carries a gradient, the backward pass computes only the input's gradient.
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let inn = *dims
-        .last()
-        .ok_or_else(|| crate::invalid!("a linear layer needs at least a 1-D input"))?;
-    let lead: usize = dims[..dims.len() - 1].iter().product();
-    let x2 = x.contiguous()?.reshape((lead, inn))?;
-    let y = if x.track_op() {
-        let pre = x2.detach().matmul(&w.t()?)?;
-        x2.apply_op2(&pre, FrozenMatmul { w: w.clone() })?
-    } else {
-        x2.matmul(&w.t()?)?
-    };
-    let y = match b {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
-    let mut out = dims[..dims.len() - 1].to_vec();
-    out.push(w.dim(0)?);
-    Ok(y.reshape(out)?)
-}
-
-/// A `candle_nn::Linear` whose forward goes through `frozen_linear`.
-#[derive(Clone, Debug)]
-pub struct FLinear(pub candle_nn::Linear);
-
-impl candle_core::Module for FLinear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        frozen_linear(x, self.0.weight(), self.0.bias())
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-    }
-}
-
-impl FLinear {
-    /// A linear from a weight (out, in) and an optional bias. Every architecture builds its
-    /// linears here or through `linear`, so a later storage kind (f16, quantized) changes one
-    /// place.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> FLinear {
-        FLinear(Linear::new(weight, bias))
-    }
-    pub fn weight(&self) -> &Tensor {
-        self.0.weight()
-    }
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.0.bias()
-    }
+    super::linear::frozen_forward(x, &super::linear::Weight::dense(w.clone())?, b)
 }

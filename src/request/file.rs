@@ -8,7 +8,7 @@ use crate::config::IntervenableConfig;
 use crate::error::{Error, Result};
 use crate::intervenable::IntervenableModel;
 use crate::invalid;
-use crate::model::Model;
+use crate::model::{LoadOptions, Model, WeightMode};
 use crate::plugin::{self, WasmLimits};
 use candle_core::Tensor;
 use serde_json::{Map, Value};
@@ -17,7 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Fields a file has besides the body's.
-pub const SETUP_FIELDS: &[&str] = &["model", "config", "knob", "plugins", "wasm_limits"];
+pub const SETUP_FIELDS: &[&str] = &[
+    "model",
+    "model_options",
+    "config",
+    "knob",
+    "plugins",
+    "wasm_limits",
+];
 
 /// How the intervenable is built.
 #[derive(Debug, Clone)]
@@ -36,6 +43,8 @@ pub struct RequestFile {
     /// The folder relative paths in the file resolve against.
     pub dir: PathBuf,
     pub model: PathBuf,
+    /// `model_options`: how the model loads (`weights`: as-stored, f32, f16, bf16, q8_0, q4_k).
+    pub model_options: LoadOptions,
     pub setup: Setup,
     /// Plugins to load before building the intervenable (native libraries, .wasm/.wat).
     pub plugins: Vec<PathBuf>,
@@ -71,6 +80,7 @@ impl RequestFile {
                 invalid!("request field 'model' is missing: give a model directory or GGUF file")
             })
             .and_then(|m| string(m, "model"))?;
+        let model_options = parse_model_options(get(obj, "model_options"))?;
         let setup = match (get(obj, "config"), get(obj, "knob")) {
             (Some(_), Some(_)) => return Err(invalid!("give either 'config' or 'knob', not both")),
             (Some(c), None) => Setup::Config(c.clone()),
@@ -113,6 +123,7 @@ impl RequestFile {
         Ok(RequestFile {
             dir: dir.to_path_buf(),
             model: resolve_path(dir, model),
+            model_options,
             setup,
             plugins,
             wasm_limits,
@@ -127,7 +138,7 @@ impl RequestFile {
         for (i, p) in self.plugins.iter().enumerate() {
             plugin::load(p, &self.wasm_limits).map_err(|e| invalid!("plugins[{i}]: {e}"))?;
         }
-        let model = Arc::new(Model::load(&self.model)?);
+        let model = Arc::new(Model::load_with(&self.model, &self.model_options)?);
         match &self.setup {
             Setup::Plain => IntervenableModel::new(model, IntervenableConfig::new(Vec::new())),
             Setup::Config(c) => IntervenableModel::with_tensors(
@@ -168,4 +179,26 @@ pub fn resolve_path(dir: &Path, p: &str) -> PathBuf {
     } else {
         dir.join(p)
     }
+}
+
+/// `model_options`: an object whose only field so far is `weights`.
+fn parse_model_options(v: Option<&Value>) -> Result<LoadOptions> {
+    let mut options = LoadOptions::default();
+    let Some(v) = v else { return Ok(options) };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid!("request field 'model_options' must be an object, got {v}"))?;
+    if let Some(k) = check_keys(obj, &["weights"], false) {
+        return Err(invalid!(
+            "unknown field 'model_options.{k}'; fields are: weights"
+        ));
+    }
+    if let Some(w) = get(obj, "weights") {
+        let name = w.as_str().ok_or_else(|| {
+            invalid!("request field 'model_options.weights' must be a string, got {w}")
+        })?;
+        options.weights = WeightMode::parse(name)
+            .map_err(|e| invalid!("request field 'model_options.weights': {e}"))?;
+    }
+    Ok(options)
 }

@@ -10,8 +10,10 @@
 
 static_assert(VENE_ABI_VERSION == 1, "ABI v1");
 static_assert(sizeof(vene_status) == 4 && VENE_OK == 0 && VENE_ERR_INTERNAL == -8, "status");
-static_assert(sizeof(vene_model_options) == 8, "vene_model_options v1");
-static_assert(sizeof(vene_model_info) == 120, "vene_model_info v1");
+static_assert(sizeof(vene_model_options) == 16, "vene_model_options v2 (v1: 8 bytes, no weights)");
+static_assert(offsetof(vene_model_options, weights) == 8, "weights");
+static_assert(sizeof(vene_model_info) == 128, "vene_model_info v2 (v1: 120 bytes, no weight_bytes)");
+static_assert(offsetof(vene_model_info, weight_bytes) == 120, "weight_bytes");
 static_assert(offsetof(vene_model_info, model_type) == 8, "model_type");
 static_assert(offsetof(vene_model_info, pad_id) == 112, "pad_id");
 static_assert(sizeof(vene_site_info) == 48, "vene_site_info v1");

@@ -53,7 +53,7 @@ static vene_model *test_load(const char *dir) {
   FAILS(vene_model_options_init(&opts, 3), VENE_ERR_INVALID_ARGUMENT, "struct_size");
   FAILS(vene_model_options_init(NULL, sizeof opts), VENE_ERR_INVALID_ARGUMENT, "NULL");
   OK(vene_model_options_init(&opts, sizeof opts));
-  CHECK(opts.struct_size == sizeof opts && opts.require_tokenizer == 0);
+  CHECK(opts.struct_size == sizeof opts && opts.require_tokenizer == 0 && opts.weights == NULL);
 
   FAILS(vene_model_load(NULL, NULL, &m), VENE_ERR_INVALID_ARGUMENT, "path is NULL");
   FAILS(vene_model_load(dir, NULL, NULL), VENE_ERR_INVALID_ARGUMENT, "out");
@@ -65,6 +65,26 @@ static vene_model *test_load(const char *dir) {
   opts.struct_size = 1000;
   FAILS(vene_model_load(dir, &opts, &m), VENE_ERR_INVALID_ARGUMENT, "struct_size");
   CHECK(m == (vene_model *)(uintptr_t)0x1234);
+
+  /* Weight modes: a bad name is an error naming the choices; q8_0 holds fewer bytes. */
+  OK(vene_model_options_init(&opts, sizeof opts));
+  opts.weights = "q3";
+  FAILS(vene_model_load(dir, &opts, &m), VENE_ERR_INVALID_INPUT, "q4_k");
+  CHECK(m == (vene_model *)(uintptr_t)0x1234);
+  opts.weights = "q8_0";
+  vene_model *q = NULL;
+  OK(vene_model_load(dir, &opts, &q));
+  vene_model_info qi, fi;
+  qi.struct_size = sizeof qi;
+  OK(vene_model_get_info(q, &qi));
+  vene_model_free(q);
+  opts.weights = "f32";
+  OK(vene_model_load(dir, &opts, &q));
+  fi.struct_size = sizeof fi;
+  OK(vene_model_get_info(q, &fi));
+  vene_model_free(q);
+  CHECK(qi.weight_bytes > 0 && qi.weight_bytes < fi.weight_bytes);
+  CHECK(qi.n_params == fi.n_params);
 
   OK(vene_model_load(dir, NULL, &m));
   CHECK(m != NULL && m != (vene_model *)(uintptr_t)0x1234);

@@ -1,15 +1,25 @@
 //! Helpers every subcommand shares.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use vene::model::{LoadOptions, WeightMode};
 use vene::Model;
 
-/// Loads `path`, or the default model (fetched on first use, with progress) when absent.
+/// How loaded models keep their weights (`--weights`, set once from the command line).
+pub static WEIGHTS: OnceLock<WeightMode> = OnceLock::new();
+
+/// Loads `path`, or the default model (fetched on first use, with progress) when absent,
+/// with the weights kept as `--weights` says.
 pub fn open_model(path: Option<PathBuf>) -> vene::Result<Model> {
     let path = match path {
         Some(p) => p,
         None => vene::fetch::default_model(true)?,
     };
-    Model::load(&path)
+    let options = LoadOptions {
+        weights: WEIGHTS.get().copied().unwrap_or_default(),
+        ..Default::default()
+    };
+    Model::load_with(&path, &options)
 }
 
 /// Generation options as flags, shared by the subcommands that decode. Defaults are the

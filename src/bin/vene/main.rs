@@ -30,6 +30,10 @@ use vene::Model;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How to keep the model's weights in memory: as-stored (f16/bf16 stay half, GGUF blocks
+    /// stay quantized), f32, f16, bf16, or quantized at load to q8_0 or q4_k.
+    #[arg(long, global = true, value_name = "MODE", default_value = "as-stored")]
+    weights: String,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> vene::Result<()> {
     let _hint = vene::intervention::registry::plugin_hint("the request field \"plugins\"");
+    let _ = common::WEIGHTS.set(vene::model::WeightMode::parse(&cli.weights)?);
     match cli.command {
         Command::Fetch { model } => {
             let path = match model {
@@ -223,6 +228,10 @@ fn print_info(m: &Model, json: bool) -> vene::Result<()> {
         println!("context    {p}");
     }
     println!("parameters {}", info.n_params);
+    println!(
+        "weights    {:.1} MiB resident",
+        info.weight_bytes as f64 / (1024.0 * 1024.0)
+    );
     println!();
     println!("sites (layers 0..={}):", info.n_layers.saturating_sub(1));
     for s in &sites {

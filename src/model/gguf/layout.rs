@@ -57,7 +57,7 @@ pub(super) fn unpermute(w: &Tensor, n_head: usize) -> Result<Tensor> {
 
 /// GPT-NeoX's fused QKV: GGUF holds every head's q rows, then k, then v; HF interleaves them
 /// per head (head 0's q, k, v, then head 1's ...).
-fn qkv_per_head(w: &Tensor, n_head: usize) -> Result<Tensor> {
+pub(super) fn qkv_per_head(w: &Tensor, n_head: usize) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let rows = dims[0];
     let cols: usize = dims[1..].iter().product();

@@ -11,12 +11,14 @@
 
 mod families;
 mod header;
+mod kept;
 mod layout;
 mod meta;
 
 pub use header::read_header;
 
 use super::head::HeadSpec;
+use super::linear::{with_plan, WeightMode, WeightPlan};
 use super::load::LoadOptions;
 use super::{registry, tokenizer};
 use super::{Model, SpecialTokens};
@@ -35,10 +37,18 @@ use std::path::Path;
 /// missing metadata key or tensor) is an [`Error::File`] naming the file; a panic inside the
 /// GGUF reader on a malformed file is caught and reported the same way.
 pub fn load_gguf(path: &Path) -> Result<Model> {
-    load_gguf_with(path, &LoadOptions::default())
+    load_gguf_with(
+        path,
+        &LoadOptions {
+            weights: WeightMode::F32,
+            ..Default::default()
+        },
+    )
 }
 
-/// [`load_gguf`] onto `options.device` (weights are dequantized on the CPU, then moved).
+/// Loads a GGUF file with its linear weights kept as `options.weights` says (`as-stored`
+/// keeps the blocks quantized and f16 tensors half; other modes dequantize, then convert), onto
+/// `options.device` (dense tensors are dequantized on the CPU, then moved).
 pub fn load_gguf_with(path: &Path, options: &LoadOptions) -> Result<Model> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path, options))) {
         Ok(r) => r,
@@ -57,6 +67,7 @@ pub fn load_gguf_with(path: &Path, options: &LoadOptions) -> Result<Model> {
 }
 
 fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
+    let mode = options.weights;
     if !path.exists() {
         return Err(Error::file(path, "no such file"));
     }
@@ -123,12 +134,46 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
             .or(count("num_attention_heads"))
             .unwrap_or(0),
     };
+    let sizes: Vec<_> = content
+        .tensor_infos
+        .iter()
+        .map(|(name, i)| {
+            let elems = i.shape.elem_count() as u64;
+            super::memory::TensorSize {
+                elems,
+                stored_bytes: elems / i.ggml_dtype.block_size() as u64
+                    * i.ggml_dtype.type_size() as u64,
+                linear: super::memory::is_linear_weight(name, i.shape.rank()),
+            }
+        })
+        .collect();
+    super::memory::check_fit(path, &sizes, mode, mmap.len() as u64)?;
     let dev = Device::Cpu;
     let mut reader = Cursor::new(&mmap[..]);
     let mut tensors: HashMap<String, Tensor> = HashMap::with_capacity(renamed.len());
+    let mut kept = HashMap::new();
+    // Every tensor is copied out of the mapping: drop the file pages read so far, so peak
+    // memory is the weights, not the weights plus the whole file.
+    let release = || {
+        // SAFETY: a read-only file mapping: dropped pages read back from the unchanged file.
+        let _ = unsafe { mmap.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    };
     for (name, hf) in renamed {
+        release();
         let bad = |e: candle_core::Error| Error::file(path, format!("tensor '{name}': {e}"));
         let info = &content.tensor_infos[name];
+        // Kept as read for every mode but f32: each linear converts its own matrix, so the
+        // whole model is never held dequantized.
+        if mode != WeightMode::F32
+            && info.ggml_dtype != candle_core::quantized::GgmlDType::F32
+            && !layout::needs_own_dequantize(info.ggml_dtype)
+            && kept::can_keep(family, name, info.shape.dims())
+        {
+            let q = content.tensor(&mut reader, name, &dev).map_err(bad)?;
+            let q = kept::restore_rows(family, name, q, &heads).map_err(bad)?;
+            kept.insert(hf, std::sync::Arc::new(q));
+            continue;
+        }
         let mut t = if layout::needs_own_dequantize(info.ggml_dtype) {
             // header::read_header checked these bytes lie inside the file.
             let start = (content.tensor_data_offset + info.offset) as usize;
@@ -159,16 +204,26 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
         let theta = count("rope_theta").unwrap_or(10_000.0);
         cfg["rope_scaling"] = layout::llama3_scaling(&divisors, head_dim, theta).map_err(bad)?;
     }
+    release();
     let (tok, special) = if content.metadata.contains_key("tokenizer.ggml.model") {
         let (t, s) = tokenizer::from_gguf(&content).map_err(|e| in_file(path, e))?;
         (Some(t), s)
     } else {
         (None, SpecialTokens::default())
     };
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, &options.device);
+    let plan = WeightPlan {
+        mode,
+        quantized: kept.clone(),
+        ..Default::default()
+    };
+    let stored = kept::Stored {
+        dense: tensors,
+        kept,
+    };
+    let vb = VarBuilder::from_backend(Box::new(stored), DType::F32, options.device.clone());
     // The config names no `architectures`: the registry builds the causal LM head.
     let head = HeadSpec::from_config(&cfg).map_err(|e| in_file(path, e))?;
-    let arch = (entry.build)(&cfg, &head, vb).map_err(|e| in_file(path, e))?;
+    let arch = with_plan(plan, || (entry.build)(&cfg, &head, vb)).map_err(|e| in_file(path, e))?;
     let mut model = Model::new(arch, tok, special, path.display().to_string());
     model.device = options.device.clone();
     Ok(model)

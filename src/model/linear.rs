@@ -1,0 +1,457 @@
+//! The model's frozen linear layers over any weight storage: f32, f16/bf16, or quantized
+//! GGUF blocks. Activations are f32 whatever the storage (hook sites, interventions and
+//! plugins see the same tensors), and the backward pass gives only the input's gradient,
+//! for every storage kind, so DAS trains through a half or quantized model.
+
+use crate::error::Result;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How a model's linear weights are kept in memory, chosen at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightMode {
+    /// As the file stores them: f16/bf16 safetensors stay half, GGUF blocks stay quantized.
+    #[default]
+    AsStored,
+    F32,
+    F16,
+    Bf16,
+    /// In-situ quantization of every linear weight to GGML Q8_0 (32-value blocks).
+    Q8_0,
+    /// In-situ quantization to GGML Q4_K (256-value super-blocks).
+    Q4K,
+}
+
+impl WeightMode {
+    pub const NAMES: &'static str = "as-stored, f32, f16, bf16, q8_0, q4_k";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "as-stored" | "as_stored" => WeightMode::AsStored,
+            "f32" => WeightMode::F32,
+            "f16" => WeightMode::F16,
+            "bf16" => WeightMode::Bf16,
+            "q8_0" => WeightMode::Q8_0,
+            "q4_k" => WeightMode::Q4K,
+            other => {
+                return Err(crate::invalid!(
+                    "unknown weight mode '{other}' (expected one of: {})",
+                    Self::NAMES
+                ))
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightMode::AsStored => "as-stored",
+            WeightMode::F32 => "f32",
+            WeightMode::F16 => "f16",
+            WeightMode::Bf16 => "bf16",
+            WeightMode::Q8_0 => "q8_0",
+            WeightMode::Q4K => "q4_k",
+        }
+    }
+
+    /// Bytes per weight value in this mode (for a fit estimate before loading); `None` for
+    /// as-stored, which depends on the file.
+    pub fn bytes_per_value(self) -> Option<f64> {
+        match self {
+            WeightMode::AsStored => None,
+            WeightMode::F32 => Some(4.0),
+            WeightMode::F16 | WeightMode::Bf16 => Some(2.0),
+            WeightMode::Q8_0 => Some(34.0 / 32.0),
+            WeightMode::Q4K => Some(144.0 / 256.0),
+        }
+    }
+
+    /// The dtype a linear weight is read from the file in, for the dense modes.
+    fn dense_dtype(self) -> Option<DType> {
+        match self {
+            WeightMode::F32 => Some(DType::F32),
+            WeightMode::F16 => Some(DType::F16),
+            WeightMode::Bf16 => Some(DType::BF16),
+            _ => None,
+        }
+    }
+
+    fn ggml(self) -> Option<GgmlDType> {
+        match self {
+            WeightMode::Q8_0 => Some(GgmlDType::Q8_0),
+            WeightMode::Q4K => Some(GgmlDType::Q4K),
+            _ => None,
+        }
+    }
+
+    /// Puts an (out, in) weight into this mode's storage. As-stored keeps the tensor's dtype.
+    /// A quantized mode needs rows that are whole blocks; a matrix whose rows are not (tiny
+    /// models, odd sizes) falls back to Q8_0 if its rows fit 32-value blocks, else stays f16
+    /// (never silently f32: the memory asked for is respected as far as the shape allows).
+    pub fn store(self, w: Tensor) -> Result<Weight> {
+        if let Some(dt) = self.dense_dtype() {
+            return Weight::dense(w.to_dtype(dt)?);
+        }
+        let Some(q) = self.ggml() else {
+            return Weight::dense(w);
+        };
+        let cols = w.dim(1)?;
+        let q = if cols.is_multiple_of(q.block_size()) {
+            q
+        } else if cols.is_multiple_of(GgmlDType::Q8_0.block_size()) {
+            GgmlDType::Q8_0
+        } else {
+            return Weight::dense(w.to_dtype(DType::F16)?);
+        };
+        // QTensor::quantize reads the storage from its start, ignoring a view's offset (a
+        // narrowed row range, as the fused q/k/v splits make): quantize a fresh copy.
+        let dims = w.dims().to_vec();
+        let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = Tensor::from_vec(values, dims, w.device())?;
+        Ok(Weight::Quantized(Arc::new(QTensor::quantize(&w, q)?)))
+    }
+}
+
+/// A frozen weight (out, in) as stored.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    F32(Tensor),
+    /// f16 or bf16.
+    Half(Tensor),
+    /// GGML blocks (any type candle's quantized kernels support).
+    Quantized(Arc<QTensor>),
+}
+
+impl Weight {
+    /// A dense tensor in its own dtype (f32, f16 or bf16).
+    pub fn dense(w: Tensor) -> Result<Weight> {
+        Ok(match w.dtype() {
+            DType::F32 => Weight::F32(w),
+            DType::F16 | DType::BF16 => Weight::Half(w),
+            other => {
+                return Err(crate::invalid!(
+                    "a linear weight must be f32, f16 or bf16, not {other:?}"
+                ))
+            }
+        })
+    }
+
+    /// A quantized tensor; F32/F16/BF16 "quantized" GGUF tensors become dense.
+    pub fn from_qtensor(q: Arc<QTensor>) -> Result<Weight> {
+        let dev = q.device();
+        Ok(match q.dtype() {
+            GgmlDType::F32 => Weight::F32(q.dequantize(&dev)?),
+            GgmlDType::F16 => Weight::Half(q.dequantize_f16(&dev)?),
+            GgmlDType::BF16 => Weight::Half(q.dequantize(&dev)?.to_dtype(DType::BF16)?),
+            _ => Weight::Quantized(q),
+        })
+    }
+
+    /// (out, in)
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Weight::F32(t) | Weight::Half(t) => t.dims2()?,
+            Weight::Quantized(q) => q.shape().dims2()?,
+        })
+    }
+
+    pub fn elem_count(&self) -> usize {
+        match self {
+            Weight::F32(t) | Weight::Half(t) => t.elem_count(),
+            Weight::Quantized(q) => q.shape().elem_count(),
+        }
+    }
+
+    /// Bytes the weight occupies in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::F32(t) | Weight::Half(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Weight::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+
+    /// A short name of the storage: `f32`, `f16`, `bf16`, or the GGML type (`q4_k`, ...).
+    pub fn kind(&self) -> String {
+        match self {
+            Weight::F32(_) => "f32".into(),
+            Weight::Half(t) => format!("{:?}", t.dtype()).to_lowercase(),
+            Weight::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+        }
+    }
+
+    /// The weight as f32 (out, in); for half and quantized storage a transient copy.
+    pub fn to_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Weight::F32(t) => t.clone(),
+            Weight::Half(t) => t.to_dtype(DType::F32)?,
+            Weight::Quantized(q) => q.dequantize(&q.device())?,
+        })
+    }
+
+    /// `x @ w^T` for a contiguous f32 `x` (n, in), without a backward.
+    fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Weight::F32(w) => x.matmul(&w.t()?)?,
+            // candle's f16 gemm is ~4x faster than widening the weight per call (SmolLM2
+            // decoding), at the cost of rounding activations to f16 (relative 5e-4); inputs
+            // beyond f16's range (65504) take the widened path. bf16 has no CPU kernel.
+            Weight::Half(w) if w.dtype() == DType::F16 && fits_f16(x)? => x
+                .to_dtype(DType::F16)?
+                .matmul(&w.t()?)?
+                .to_dtype(DType::F32)?,
+            Weight::Half(w) => x.matmul(&w.to_dtype(DType::F32)?.t()?)?,
+            // Many rows (a prompt, a batch): candle's quantized kernels have no tiling and run
+            // ~10x slower than f32 gemm on the dequantized matrix (SmolLM2 Q4_1, 250 tokens),
+            // so dequantize this one matrix for the call, when that copy is small.
+            Weight::Quantized(q)
+                if x.dim(0)? >= DEQUANTIZE_FROM_ROWS
+                    && q.shape().elem_count() * 4 <= DEQUANTIZE_MAX_BYTES =>
+            {
+                x.matmul(&q.dequantize(&q.device())?.t()?)?
+            }
+            // Few rows (decoding): candle's quantized kernels (as llama.cpp: activations
+            // rounded to 8 bits in the block dot products).
+            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+        })
+    }
+}
+
+/// Rows of input from which a quantized matmul dequantizes its matrix for f32 gemm.
+const DEQUANTIZE_FROM_ROWS: usize = 32;
+/// Largest transient f32 copy of a matrix that path makes.
+const DEQUANTIZE_MAX_BYTES: usize = 256 << 20;
+
+/// Whether every value of `x` is finite in f16 (|x| <= 65504).
+fn fits_f16(x: &Tensor) -> Result<bool> {
+    let m: f32 = x.abs()?.flatten_all()?.max(0)?.to_scalar()?;
+    Ok(m <= 65504.0)
+}
+
+/// Backward of `x @ w^T` for a frozen `w`: only the input's gradient, `grad @ w` (with `w`
+/// widened to f32 on the fly for half and quantized storage). candle's matmul would also
+/// build a weight gradient for every frozen matrix after an intervention.
+struct FrozenMatmul {
+    w: Weight,
+}
+
+impl candle_core::CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+    /// Passes the precomputed product (second operand) through; the first operand is the
+    /// input, there only so the graph reaches it.
+    fn cpu_fwd(
+        &self,
+        _s1: &candle_core::CpuStorage,
+        _l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as S;
+        let (a, b) = l2
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul: non-contiguous".into()))?;
+        let out = match s2 {
+            S::F32(v) => S::F32(v[a..b].to_vec()),
+            S::F64(v) => S::F64(v[a..b].to_vec()),
+            _ => return Err(candle_core::Error::Msg("frozen-matmul: dtype".into())),
+        };
+        Ok((out, l2.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        _a1: &Tensor,
+        _a2: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let w = match &self.w {
+            Weight::F32(w) => w.clone(),
+            other => other
+                .to_f32()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+        };
+        let w = w.to_dtype(grad.dtype())?;
+        Ok((Some(grad.matmul(&w)?), None))
+    }
+}
+
+/// `x @ w^T (+ b)` for a frozen `w` (out, in) in any storage; `x` is f32 of any rank. When `x`
+/// carries a gradient, the backward pass computes only the input's gradient.
+pub fn frozen_forward(x: &Tensor, w: &Weight, b: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inn = *dims
+        .last()
+        .ok_or_else(|| crate::invalid!("a linear layer needs at least a 1-D input"))?;
+    let lead: usize = dims[..dims.len() - 1].iter().product();
+    let x2 = x.contiguous()?.reshape((lead, inn))?;
+    let y = if x.track_op() {
+        // Training: exact f32 math on the stored weights, so the forward is the function the
+        // backward differentiates (the f16 and quantized kernels round the activations).
+        let pre = match w {
+            Weight::F32(_) => w.matmul_t(&x2.detach())?,
+            _ => x2.detach().matmul(&w.to_f32()?.t()?)?,
+        };
+        x2.apply_op2(&pre, FrozenMatmul { w: w.clone() })?
+    } else {
+        w.matmul_t(&x2)?
+    };
+    let y = match b {
+        Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+        None => y,
+    };
+    let mut out = dims[..dims.len() - 1].to_vec();
+    out.push(w.dims()?.0);
+    Ok(y.reshape(out)?)
+}
+
+/// A frozen linear layer: weight (out, in) in any storage and an optional f32 bias.
+#[derive(Clone, Debug)]
+pub struct FLinear {
+    weight: Weight,
+    bias: Option<Tensor>,
+}
+
+impl Module for FLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        frozen_forward(x, &self.weight, self.bias.as_ref())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+}
+
+impl FLinear {
+    /// A linear from a dense weight (out, in) and an optional bias, stored as the weight
+    /// mode of the load in progress asks (f32 outside a load).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<FLinear> {
+        let weight = plan_mode().store(weight)?;
+        Self::from_weight(weight, bias)
+    }
+
+    pub fn from_weight(weight: Weight, bias: Option<Tensor>) -> Result<FLinear> {
+        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+        Ok(FLinear { weight, bias })
+    }
+
+    pub fn weight(&self) -> &Weight {
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    /// Values stored (weight and bias), for parameter counts.
+    pub fn n_params(&self) -> usize {
+        self.weight.elem_count() + self.bias.as_ref().map_or(0, |b| b.elem_count())
+    }
+    /// Bytes stored (weight and bias).
+    pub fn bytes(&self) -> usize {
+        self.weight.bytes() + self.bias.as_ref().map_or(0, |b| b.elem_count() * 4)
+    }
+}
+
+/// What the load in progress asks of linear weights: set by the loader around an
+/// architecture's build, read by [`FLinear::new`] and [`super::ops::linear`], so the
+/// architectures need no weight-mode argument.
+#[derive(Default)]
+pub(crate) struct WeightPlan {
+    pub mode: WeightMode,
+    /// Dtype of each tensor as the file stores it (safetensors), for `as-stored`.
+    pub stored_dtypes: HashMap<String, DType>,
+    /// Weights kept quantized from a GGUF file, by Hugging Face name (`...q_proj.weight`).
+    pub quantized: HashMap<String, Arc<QTensor>>,
+}
+
+thread_local! {
+    static PLAN: RefCell<Option<WeightPlan>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` with `plan` in force for the linears it constructs.
+pub(crate) fn with_plan<R>(plan: WeightPlan, build: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PLAN.with(|p| *p.borrow_mut() = None);
+        }
+    }
+    PLAN.with(|p| *p.borrow_mut() = Some(plan));
+    let _reset = Reset;
+    build()
+}
+
+fn plan_mode() -> WeightMode {
+    PLAN.with(|p| p.borrow().as_ref().map_or(WeightMode::F32, |p| p.mode))
+}
+
+/// Builds the linear whose weight is `name` (full name, `...weight`) of shape (out, in):
+/// from the GGUF blocks kept quantized, else read from `vb` in the dtype the mode asks.
+pub(crate) fn load_weight(
+    vb: &candle_nn::VarBuilder,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<Weight> {
+    let full = format!("{}.weight", vb.prefix());
+    let (mode, stored, q) = PLAN.with(|p| {
+        let p = p.borrow();
+        match p.as_ref() {
+            None => (WeightMode::F32, None, None),
+            Some(p) => (
+                p.mode,
+                p.stored_dtypes.get(&full).copied(),
+                p.quantized.get(&full).cloned(),
+            ),
+        }
+    });
+    if let Some(q) = q {
+        let dims = q.shape().dims().to_vec();
+        if dims != [out_dim, in_dim] {
+            return Err(crate::invalid!(
+                "{full}: shape {dims:?}, expected [{out_dim}, {in_dim}]"
+            ));
+        }
+        return match mode {
+            WeightMode::AsStored => Weight::from_qtensor(q),
+            WeightMode::F16 => Weight::dense(q.dequantize_f16(&q.device())?),
+            _ => mode.store(q.dequantize(&q.device())?),
+        };
+    }
+    let w = vb.get_with_hints_dtype(
+        (out_dim, in_dim),
+        "weight",
+        Default::default(),
+        read_dtype(mode, stored),
+    )?;
+    match mode {
+        WeightMode::Q8_0 | WeightMode::Q4K => mode.store(w),
+        _ => Weight::dense(w),
+    }
+}
+
+/// The dtype to read a linear weight in: as stored (half stays half), the half dtype asked,
+/// else f32 (quantized modes quantize from f32).
+fn read_dtype(mode: WeightMode, stored: Option<DType>) -> DType {
+    match (mode, stored) {
+        (WeightMode::AsStored, Some(dt @ (DType::F16 | DType::BF16 | DType::F32))) => dt,
+        (WeightMode::F16, _) => DType::F16,
+        (WeightMode::Bf16, _) => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+/// Reads `vb`'s `name` (a fused weight an architecture splits into linears itself, as
+/// GPT-2's and GPT-NeoX's q/k/v) in the dtype the load's weight mode wants, so a half
+/// checkpoint's fused matrices stay half as stored.
+pub(crate) fn get_fused(
+    vb: &candle_nn::VarBuilder,
+    shape: impl Into<candle_core::Shape>,
+    name: &str,
+) -> Result<Tensor> {
+    let full = format!("{}.{name}", vb.prefix());
+    let (mode, stored) = PLAN.with(|p| {
+        let p = p.borrow();
+        p.as_ref().map_or((WeightMode::F32, None), |p| {
+            (p.mode, p.stored_dtypes.get(&full).copied())
+        })
+    });
+    Ok(vb.get_with_hints_dtype(shape, name, Default::default(), read_dtype(mode, stored))?)
+}
