@@ -505,6 +505,12 @@ typedef struct vene_model_options {
    * Default 0.
    */
   uint32_t require_tokenizer;
+  /**
+   * How to keep the weights in memory: "as-stored" (f16/bf16 stay half, GGUF blocks stay
+   * quantized), "f32", "f16", "bf16", or quantized at load to "q8_0" or "q4_k".
+   * NULL (the default): "as-stored".
+   */
+  const char *weights;
 } vene_model_options;
 
 /**
@@ -551,6 +557,11 @@ typedef struct vene_model_info {
   int64_t bos_id;
   int64_t eos_id;
   int64_t pad_id;
+  /**
+   * Bytes the weights occupy in memory as loaded (a caller whose struct ends before this
+   * field does not get it).
+   */
+  size_t weight_bytes;
 } vene_model_info;
 
 /**
