@@ -67,11 +67,20 @@ for p in "${gemma_prompts[@]}"; do
   compare gemma-3-270m-q4_k_m "$gemma" "$p" --prompt "$p"
 done
 
+VENE_BIN="$vene" SMOL="$smol" GEMMA="$gemma" RAYON_NUM_THREADS="$threads" \
 python3 - "$rows" "$out/llamacpp_compare.json" "$here/llamacpp_reference.json" \
   "$version" "$commit" "$threads" "$n" <<'PY'
-import json, sys
+import json, os, subprocess, sys
 rows_path, compare_path, ref_path, version, commit, threads, n = sys.argv[1:]
 rows = [json.loads(l) for l in open(rows_path)]
+
+def vene_top(model, ids, mode, k=3):
+    """vene's own top-k logits after `ids`, from one full forward (`vene run`, no KV cache)."""
+    path = os.path.join(os.path.dirname(compare_path), "llamacpp_top_request.json")
+    json.dump({"model": model, "base": {"input_ids": [ids]}, "logits": "last"}, open(path, "w"))
+    out = subprocess.check_output([os.environ["VENE_BIN"], "run", "--request", path, "--top-k",
+                                   str(k), "--json", "--weights", mode])
+    return [[t["id"], round(t["logit"], 4)] for t in json.loads(out)["top_k"]["intervened"][0]]
 
 def parted(ref, ids):
     for i, (a, b) in enumerate(zip(ref, ids)):
@@ -100,6 +109,10 @@ for r in rows:
             info["llama_top2_at_part"] = {"top": s[0], "top_logit": s[1], "second": s[2],
                                           "second_logit": s[3], "gap": round(s[1] - s[3], 4)}
             info["vene_token_at_part"] = v["ids"][at]
+            model = os.environ["SMOL"] if r["model"].startswith("smollm2") else os.environ["GEMMA"]
+            prefix = r["llama"]["prompt_ids"] + llama_ids[:at]
+            info["vene_top3_full_forward_at_part"] = vene_top(
+                model, prefix, "as-stored" if mode == "vene_as_stored" else "f32")
         line[mode] = info
     summary.append(line)
 
@@ -124,7 +137,8 @@ for l in summary:
         if m["parted_at"] is not None:
             t = m["llama_top2_at_part"]
             gaps.append(f"{k}: step {m['parted_at']} llama {t['top']} ({t['top_logit']:.3f}) vs "
-                        f"{t['second']} ({t['second_logit']:.3f}) gap {t['gap']:.3f}, vene took {m['vene_token_at_part']}")
+                        f"{t['second']} ({t['second_logit']:.3f}) gap {t['gap']:.3f}, vene took {m['vene_token_at_part']}"
+                        f" (vene full-forward top-3 {m['vene_top3_full_forward_at_part']})")
     print(f"{l['model']} | {l['prompt']!r} | {a['prompt_ids_equal']}/{f['prompt_ids_equal']} | "
           f"{a['parted_at'] if a['parted_at'] is not None else '-'} | "
           f"{f['parted_at'] if f['parted_at'] is not None else '-'} | {'; '.join(gaps) or '-'}")
