@@ -31,24 +31,13 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
 
-/// Loads a GGUF file as an f32 model with its tokenizer.
+/// Loads a GGUF file with its linear weights kept as `options.weights` says (`as-stored`
+/// keeps the blocks quantized and f16 tensors half; other modes dequantize, then convert), onto
+/// `options.device` (dense tensors are dequantized on the CPU, then moved).
 ///
 /// Every failure (missing file, truncated or corrupt header, an unsupported architecture, a
 /// missing metadata key or tensor) is an [`Error::File`] naming the file; a panic inside the
 /// GGUF reader on a malformed file is caught and reported the same way.
-pub fn load_gguf(path: &Path) -> Result<Model> {
-    load_gguf_with(
-        path,
-        &LoadOptions {
-            weights: WeightMode::F32,
-            ..Default::default()
-        },
-    )
-}
-
-/// Loads a GGUF file with its linear weights kept as `options.weights` says (`as-stored`
-/// keeps the blocks quantized and f16 tensors half; other modes dequantize, then convert), onto
-/// `options.device` (dense tensors are dequantized on the CPU, then moved).
 pub fn load_gguf_with(path: &Path, options: &LoadOptions) -> Result<Model> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path, options))) {
         Ok(r) => r,
