@@ -462,3 +462,33 @@ fn das_trains_on_half_and_quantized_models() {
         );
     }
 }
+
+/// A request's `model_options.weights` loads the model in that mode; a bad value names the field.
+#[test]
+fn request_model_options_choose_the_weight_mode() {
+    let dir = fixture("llama");
+    let open = |weights: serde_json::Value| {
+        let req = serde_json::json!({
+            "model": dir.to_str().unwrap(),
+            "model_options": {"weights": weights},
+            "base": {"ids": [[1, 2, 3]]},
+        });
+        vene::request::open(&req, Path::new("."))
+    };
+    let f32_bytes = open("f32".into()).unwrap().model().info().weight_bytes;
+    let f16_bytes = open("f16".into()).unwrap().model().info().weight_bytes;
+    assert!(f16_bytes < f32_bytes, "f16 {f16_bytes} vs f32 {f32_bytes}");
+    let err = open("q3".into())
+        .err()
+        .expect("an unknown mode is refused")
+        .to_string();
+    assert!(
+        err.contains("model_options.weights") && err.contains("q3"),
+        "{err}"
+    );
+    let err = open(3.into())
+        .err()
+        .expect("a number is refused")
+        .to_string();
+    assert!(err.contains("model_options.weights"), "{err}");
+}
