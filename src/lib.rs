@@ -17,6 +17,7 @@ pub mod location;
 pub mod model;
 pub mod plugin;
 pub mod request;
+pub mod sae;
 pub mod site;
 pub mod steering;
 pub mod subspace;

@@ -177,6 +177,9 @@ pub fn state_names(class: &str) -> Option<Vec<&'static str>> {
 /// plugin-registered `"<plugin>/<type>"`.
 pub fn build(spec: &Spec) -> Result<Box<dyn Intervention>> {
     let name = spec.rep.type_name();
+    if name == crate::sae::intervention::TYPE_NAME {
+        return crate::sae::intervention::build(spec);
+    }
     if name.contains('/') {
         return registry::build(name, spec);
     }

@@ -1,0 +1,193 @@
+"""Writes small synthetic SAEs in the formats researchers publish, with SAELens's own outputs.
+
+Run with the SAE oracle venv (sae-lens 6.x):
+    /work/venv-sae/bin/python tests/oracle/make_sae_fixtures.py
+
+For every case, tests/fixtures/sae/<case>/ holds the SAE as published (SAELens: cfg.json +
+sae_weights.safetensors written by SAELens's save_model; Gemma Scope: params.npz under the
+gemma-scope folder layout; Gemma Scope 2: params.safetensors + config.json) and expected.safetensors:
+  x        input activations (2, 5, d_in)
+  acts     SAELens encode(x)
+  recon    SAELens forward(x) without the error term (decode(encode(x)), plus the skip term)
+  ablated  SAELens forward(x) with use_error_term=True and features ABLATE zeroed at hook_sae_acts_post
+  x_out    (transcoders) the output-site activation used with the error term
+and case.json says the features ablated and the expected vene site.
+"""
+import json
+import os
+import shutil
+import zipfile
+import io
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+import sae_lens
+from sae_lens import (
+    GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig, JumpReLUSkipTranscoder,
+    JumpReLUSkipTranscoderConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig,
+)
+from sae_lens.saes.sae import SAEMetadata
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "sae")
+ABLATE = [1, 3, 7]
+torch.manual_seed(0)
+
+
+def randomize(sae, d_sae):
+    """Every parameter random (SAELens initializes biases to zero, which would hide bugs)."""
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name == "threshold":
+                p.copy_(torch.rand(d_sae) * 0.3)
+            elif name == "r_mag":
+                p.copy_(torch.randn_like(p) * 0.2)
+            elif name.startswith("b_"):
+                p.copy_(torch.randn_like(p) * 0.2)
+            else:
+                p.copy_(torch.randn_like(p) * 0.4)
+
+
+def oracle(sae, x, x_out=None):
+    """SAELens's encode, reconstruction and error-term ablation of ABLATE."""
+    with torch.no_grad():
+        acts = sae.encode(x)
+        recon = sae(x)
+        sae.use_error_term = True
+        def zero(t, hook):
+            t = t.clone()
+            t[..., ABLATE] = 0.0
+            return t
+        if x_out is None:
+            sae.hook_sae_acts_post.add_hook(zero)
+            ablated = sae(x)
+            sae.reset_hooks()
+        else:
+            # A transcoder's error term is measured against the output site: x_out - clean.
+            sae.use_error_term = False
+            clean = sae(x)
+            sae.hook_sae_acts_post.add_hook(zero)
+            edited = sae(x)
+            sae.reset_hooks()
+            ablated = edited + (x_out - clean)
+        sae.use_error_term = False
+    return acts, recon, ablated
+
+
+def write_expected(d, x, acts, recon, ablated, site, x_out=None, extra=None):
+    t = {"x": x, "acts": acts, "recon": recon, "ablated": ablated}
+    if x_out is not None:
+        t["x_out"] = x_out
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(d, "expected.safetensors"))
+    case = {"ablate": ABLATE, "site": site}
+    case.update(extra or {})
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump(case, f, indent=1)
+
+
+def saelens_case(name, cls, cfg_cls, d_in, d_sae, hook, site, x_scale=1.0, **cfg):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    c = cfg_cls(d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu",
+                metadata=SAEMetadata(hook_name=hook, model_name="synthetic"), **cfg)
+    sae = cls(c)
+    randomize(sae, d_sae)
+    sae.save_model(d)
+    x = torch.randn(2, 5, d_in) * x_scale + 0.3
+    write_expected(d, x, *oracle(sae, x), site)
+
+
+def npz_bytes(arrays):
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def gemma_scope_case():
+    """Gemma Scope 1: params.npz, site from gemma-scope-2b-pt-res/layer_L/width_16k/average_l0_N."""
+    d_in, d_sae = 24, 48
+    base = os.path.join(ROOT, "gemma_scope", "gemma-scope-2b-pt-res", "layer_2", "width_16k", "average_l0_5")
+    os.makedirs(base, exist_ok=True)
+    c = JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu",
+                          apply_b_dec_to_input=False, normalize_activations="none",
+                          metadata=SAEMetadata(hook_name="blocks.2.hook_resid_post"))
+    sae = JumpReLUSAE(c)
+    randomize(sae, d_sae)
+    arrays = {k: v.detach().numpy().astype(np.float32) for k, v in sae.state_dict().items()}
+    np.savez(os.path.join(base, "params.npz"), **arrays)
+    x = torch.randn(2, 5, d_in)
+    write_expected(os.path.join(ROOT, "gemma_scope"), x, *oracle(sae, x), [2, "block_output"],
+                   extra={"path": "gemma-scope-2b-pt-res/layer_2/width_16k/average_l0_5/params.npz"})
+
+
+def gemma_scope2_cases():
+    """Gemma Scope 2: params.safetensors (lower-case names) + config.json; an SAE and a skip transcoder."""
+    d_in, d_sae = 16, 40
+    d = os.path.join(ROOT, "gemma_scope2_res")
+    os.makedirs(d, exist_ok=True)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu",
+                                        apply_b_dec_to_input=False,
+                                        metadata=SAEMetadata(hook_name="blocks.1.hook_resid_post")))
+    randomize(sae, d_sae)
+    sd = sae.state_dict()
+    save_file({"w_enc": sd["W_enc"], "w_dec": sd["W_dec"], "b_enc": sd["b_enc"],
+               "b_dec": sd["b_dec"], "threshold": sd["threshold"]}, os.path.join(d, "params.safetensors"))
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt",
+                   "hf_hook_point_in": "model.layers.1.output",
+                   "hf_hook_point_out": "model.layers.1.output", "width": d_sae}, f, indent=1)
+    x = torch.randn(2, 5, d_in)
+    write_expected(d, x, *oracle(sae, x), [1, "block_output"])
+
+    d_out = 20
+    d = os.path.join(ROOT, "gemma_scope2_transcoder")
+    os.makedirs(d, exist_ok=True)
+    tc = JumpReLUSkipTranscoder(JumpReLUSkipTranscoderConfig(
+        d_in=d_in, d_sae=d_sae, d_out=d_out, dtype="float32", device="cpu",
+        apply_b_dec_to_input=False,
+        metadata=SAEMetadata(hook_name="blocks.0.hook_mlp_in", hook_name_out="blocks.0.hook_mlp_out")))
+    randomize(tc, d_sae)
+    sd = tc.state_dict()
+    save_file({"w_enc": sd["W_enc"], "w_dec": sd["W_dec"], "b_enc": sd["b_enc"],
+               "b_dec": sd["b_dec"], "threshold": sd["threshold"],
+               "affine_skip_connection": sd["W_skip"].T.contiguous()}, os.path.join(d, "params.safetensors"))
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt",
+                   "affine_connection": True,
+                   "hf_hook_point_in": "model.layers.0.pre_feedforward_layernorm.output",
+                   "hf_hook_point_out": "model.layers.0.mlp.output", "width": d_sae}, f, indent=1)
+    x = torch.randn(2, 5, d_in)
+    x_out = torch.randn(2, 5, d_out)
+    write_expected(d, x, *oracle(tc, x, x_out), [0, "mlp_input"], x_out=x_out,
+                   extra={"site_out": [0, "mlp_output"]})
+
+
+def main():
+    if os.path.isdir(ROOT):
+        shutil.rmtree(ROOT)
+    os.makedirs(ROOT)
+    saelens_case("standard", StandardSAE, StandardSAEConfig, 16, 32, "blocks.1.hook_resid_post",
+                 [1, "block_output"])
+    saelens_case("standard_no_bdec_in", StandardSAE, StandardSAEConfig, 16, 32, "blocks.0.hook_mlp_out",
+                 [0, "mlp_output"], apply_b_dec_to_input=False)
+    saelens_case("standard_norm_rescale", StandardSAE, StandardSAEConfig, 16, 32, "blocks.1.hook_resid_pre",
+                 [1, "block_input"], x_scale=7.0, normalize_activations="constant_norm_rescale")
+    saelens_case("standard_layer_norm", StandardSAE, StandardSAEConfig, 16, 32, "blocks.0.hook_attn_out",
+                 [0, "attention_output"], x_scale=3.0, normalize_activations="layer_norm")
+    saelens_case("jumprelu", JumpReLUSAE, JumpReLUSAEConfig, 32, 64, "blocks.1.attn.hook_z",
+                 [1, "attention_value_output"], apply_b_dec_to_input=False)
+    saelens_case("topk", TopKSAE, TopKSAEConfig, 16, 48, "blocks.1.hook_resid_post",
+                 [1, "block_output"], k=5)
+    saelens_case("topk_rescale", TopKSAE, TopKSAEConfig, 16, 48, "blocks.1.hook_resid_post",
+                 [1, "block_output"], k=4, rescale_acts_by_decoder_norm=True)
+    saelens_case("gated", GatedSAE, GatedSAEConfig, 16, 32, "blocks.0.hook_resid_post",
+                 [0, "block_output"])
+    gemma_scope_case()
+    gemma_scope2_cases()
+    with open(os.path.join(ROOT, "VERSIONS"), "w") as f:
+        f.write(f"sae-lens {sae_lens.__version__}\ntorch {torch.__version__}\n")
+    print("wrote", ROOT)
+
+
+if __name__ == "__main__":
+    main()
