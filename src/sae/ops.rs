@@ -167,6 +167,7 @@ impl Hooks for SaeHooks<'_> {
 /// Checks the SAE's sites exist in `model` with the SAE's widths.
 pub fn check_model(model: &Model, sae: &Sae) -> Result<()> {
     for (hook, d) in [(&sae.hook_in, sae.d_in), (&sae.hook_out, sae.d_out)] {
+        super::sites::check_family(&hook.name, &model.info().model_type)?;
         let info = model.check_site(hook.site)?;
         let width = info.dim
             * info

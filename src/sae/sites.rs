@@ -40,7 +40,6 @@ const HF_HOOKS: &[(&str, Component)] = &[
     ("pre_feedforward_layernorm.output", Component::MlpInput),
     ("self_attn.o_proj.input", Component::AttentionValueOutput),
     ("attn.c_proj.input", Component::AttentionValueOutput),
-    ("mlp.down_proj.input", Component::MlpActivation),
     ("mlp.c_proj.input", Component::MlpActivation),
 ];
 
@@ -89,6 +88,33 @@ pub fn site_for_hook(hook: &str) -> Result<Site> {
             )
         })?;
     Ok(Site::new(layer, component))
+}
+
+/// Families whose blocks normalize the attention and MLP outputs before adding them to the
+/// residual stream (Gemma 2 and 3, OLMo 2). TransformerLens's `hook_attn_out` / `hook_mlp_out`
+/// on them come after those norms, where vene has no site (its `attention_output` /
+/// `mlp_output` are the modules' outputs, as pyvene's).
+const POST_NORM_FAMILIES: &[&str] = &["gemma2", "gemma3", "gemma3_text", "olmo2"];
+
+/// Families whose MLP is `down(act(up x))`: there `mlp.hook_post` is vene's `mlp_activation`.
+/// Gated MLPs (`down(act(gate x) * up x)`) have no site for the product.
+const UNGATED_MLP_FAMILIES: &[&str] = &["gpt2", "gpt_neox", "gpt_neo"];
+
+/// An error when a TransformerLens hook means a different place on this model family than the
+/// vene site it maps to.
+pub fn check_family(hook: &str, model_type: &str) -> Result<()> {
+    if hook.ends_with(".mlp.hook_post") && !UNGATED_MLP_FAMILIES.contains(&model_type) {
+        return Err(invalid!(
+            "SAE hook '{hook}' on a {model_type} model is TransformerLens's act(gate) * up, the down projection's input, which vene has no site for (vene's mlp_activation is act(gate) alone, as pyvene's)"
+        ));
+    }
+    let post_norm = hook.ends_with(".hook_attn_out") || hook.ends_with(".hook_mlp_out");
+    if post_norm && hook.starts_with("blocks.") && POST_NORM_FAMILIES.contains(&model_type) {
+        return Err(invalid!(
+            "SAE hook '{hook}' on a {model_type} model is TransformerLens's output after the post-attention/post-feedforward norm, which vene has no site for (vene's attention_output / mlp_output are before that norm)"
+        ));
+    }
+    Ok(())
 }
 
 /// The SAELens hook name of a site, where one exists (for files vene writes and for `inspect`).

@@ -162,6 +162,100 @@ def gemma_scope2_cases():
                    extra={"site_out": [0, "mlp_output"]})
 
 
+HF = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf")
+IDS = [[3, 17, 42, 5, 60, 8, 11]]
+TL_HOOKS = ["hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z", "mlp.hook_post"]
+
+
+def tl_model(name):
+    """TransformerLens's HookedTransformer on a tiny fixture model, weights converted by TL itself."""
+    import transformers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights, convert_llama_weights
+    hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(HF, name), torch_dtype=torch.float32).eval()
+    c = hf.config
+    if name == "gpt2":
+        cfg = HookedTransformerConfig(
+            n_layers=c.n_layer, d_model=c.n_embd, n_ctx=c.n_positions, d_head=c.n_embd // c.n_head,
+            n_heads=c.n_head, d_mlp=c.n_inner, d_vocab=c.vocab_size, act_fn=c.activation_function,
+            normalization_type="LN", eps=c.layer_norm_epsilon, original_architecture="GPT2LMHeadModel",
+            default_prepend_bos=False)
+        convert = convert_gpt2_weights
+    else:
+        cfg = HookedTransformerConfig(
+            n_layers=c.num_hidden_layers, d_model=c.hidden_size, n_ctx=c.max_position_embeddings,
+            d_head=c.head_dim, n_heads=c.num_attention_heads, n_key_value_heads=c.num_key_value_heads,
+            d_mlp=c.intermediate_size, d_vocab=c.vocab_size, act_fn=c.hidden_act, normalization_type="RMS",
+            eps=c.rms_norm_eps, positional_embedding_type="rotary", rotary_dim=c.head_dim,
+            rotary_base=10000.0, gated_mlp=True, final_rms=True,
+            original_architecture="LlamaForCausalLM", default_prepend_bos=False, rotary_adjacent_pairs=False)
+        convert = convert_llama_weights
+    # HookedTransformer fills in config fields the converters read, so it comes first.
+    tl = HookedTransformer(cfg)
+    sd = convert(hf, tl.cfg)
+    tl.load_and_process_state_dict(sd, fold_ln=False, center_writing_weights=False,
+                                   center_unembed=False, fold_value_biases=False)
+    return hf, tl
+
+
+def hf_module_hooks(hf, prefix, names):
+    """Hugging Face activations by module path: `<module>.output` and `<module>.input`."""
+    got, handles = {}, []
+    for full in names:
+        mod_path, kind = full.rsplit(".", 1)
+        mod = hf.get_submodule(mod_path)
+        if kind == "output":
+            handles.append(mod.register_forward_hook(
+                lambda m, i, o, full=full: got.__setitem__(full, (o[0] if isinstance(o, tuple) else o).detach().clone())))
+        else:
+            def pre(m, args, kwargs, full=full):
+                x = args[0] if args else kwargs["hidden_states"]
+                got[full] = x.detach().clone()
+            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+    with torch.no_grad():
+        hf(torch.tensor(IDS))
+    for h in handles:
+        h.remove()
+    return got
+
+
+def site_cases():
+    """Activations at each hook name from TransformerLens (gpt2, llama) and transformers module hooks."""
+    d = os.path.join(ROOT, "sites")
+    os.makedirs(d, exist_ok=True)
+    for name, prefix, hf_names in [
+        ("gpt2", "transformer.h", ["output", "attn.output", "mlp.output", "attn.c_proj.input", "mlp.c_proj.input"]),
+        ("llama", "model.layers", ["output", "input", "self_attn.output", "mlp.output", "mlp.input",
+                                    "self_attn.o_proj.input"]),
+    ]:
+        hf, tl = tl_model(name)
+        with torch.no_grad():
+            logits, cache = tl.run_with_cache(torch.tensor(IDS))
+            diff = (logits - hf(torch.tensor(IDS)).logits).abs().max()
+            assert diff < 1e-4, (name, diff)
+        out = {}
+        for layer in range(tl.cfg.n_layers):
+            for h in TL_HOOKS:
+                t = cache[f"blocks.{layer}.{h}"]
+                out[f"blocks.{layer}.{h}"] = t.flatten(-2) if h == "attn.hook_z" else t
+        names = [f"{prefix}.{layer}.{s}" for layer in range(tl.cfg.n_layers) for s in hf_names]
+        # `<layers>.L.input` is the block's input: a forward pre-hook on the block.
+        out.update(hf_module_hooks(hf, prefix, names))
+        save_file({k: v.float().clone().contiguous() for k, v in out.items()}, os.path.join(d, f"{name}.safetensors"))
+    # Gemma 2: transformers module hooks only (TransformerLens's hook_mlp_out on Gemma 2 is after
+    # the post-feedforward norm, a place vene has no site for; the test checks vene refuses it).
+    import transformers
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.join(HF, "gemma2"), torch_dtype=torch.float32, attn_implementation="eager").eval()
+    names = [f"model.layers.{layer}.{s}" for layer in range(2) for s in
+             ["output", "input", "self_attn.output", "mlp.output", "pre_feedforward_layernorm.output",
+              "self_attn.o_proj.input"]]
+    save_file({k: v.float().clone().contiguous() for k, v in hf_module_hooks(hf, "model.layers", names).items()},
+              os.path.join(d, "gemma2.safetensors"))
+    with open(os.path.join(d, "ids.json"), "w") as f:
+        json.dump(IDS, f)
+
+
 def main():
     if os.path.isdir(ROOT):
         shutil.rmtree(ROOT)
@@ -184,6 +278,7 @@ def main():
                  [0, "block_output"])
     gemma_scope_case()
     gemma_scope2_cases()
+    site_cases()
     with open(os.path.join(ROOT, "VERSIONS"), "w") as f:
         f.write(f"sae-lens {sae_lens.__version__}\ntorch {torch.__version__}\n")
     print("wrote", ROOT)
