@@ -256,6 +256,52 @@ def site_cases():
         json.dump(IDS, f)
 
 
+def model_case():
+    """An SAE spliced into TransformerLens's gpt2 by SAELens's HookedSAETransformer: logits with
+    the reconstruction, with features ablated (error term on), with a steering addition, the
+    per-feature ablation effects on one logit, and the feature activations."""
+    from sae_lens import HookedSAETransformer
+    hf, tl = tl_model("gpt2")
+    model = HookedSAETransformer(tl.cfg)
+    model.load_state_dict(tl.state_dict(), strict=False)
+    d = os.path.join(ROOT, "gpt2_resid")
+    os.makedirs(d, exist_ok=True)
+    hook = "blocks.1.hook_resid_pre"
+    sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=64, dtype="float32", device="cpu",
+                                        metadata=SAEMetadata(hook_name=hook, model_name="tiny-gpt2")))
+    randomize(sae, 64)
+    sae.save_model(d)
+    ids = torch.tensor(IDS)
+    pos, target, steer_f, coeff = 4, 7, 5, 3.0
+    out = {}
+    with torch.no_grad():
+        out["plain"] = model(ids)
+        with model.saes(saes=[sae], use_error_term=False):
+            out["recon"], cache = model.run_with_cache(ids)
+        acts_hook = [k for k in cache.keys() if k.endswith("hook_sae_acts_post")][0]
+        out["acts"] = cache[acts_hook]
+        def ablate(features):
+            def zero(t, hook):
+                t = t.clone()
+                t[..., features] = 0.0
+                return t
+            with model.saes(saes=[sae], use_error_term=True):
+                return model.run_with_hooks(ids, fwd_hooks=[(acts_hook, zero)])
+        out["ablated"] = ablate(ABLATE)
+        with model.saes(saes=[sae], use_error_term=True):
+            out["with_error"] = model(ids)
+        sweep = list(range(64))
+        effects = [ablate([f])[0, pos, target] - out["plain"][0, pos, target] for f in sweep]
+        out["sweep"] = torch.stack(effects)
+        def steer(t, hook):
+            return t + coeff * sae.W_dec[steer_f]
+        out["steered"] = model.run_with_hooks(ids, fwd_hooks=[(hook, steer)])
+    save_file({k: v.float().clone().contiguous() for k, v in out.items()}, os.path.join(d, "expected.safetensors"))
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump({"ids": IDS[0], "ablate": ABLATE, "position": pos, "target": target,
+                   "steer_feature": steer_f, "coeff": coeff, "site": [1, "block_input"]}, f, indent=1)
+
+
 def main():
     if os.path.isdir(ROOT):
         shutil.rmtree(ROOT)
@@ -279,6 +325,7 @@ def main():
     gemma_scope_case()
     gemma_scope2_cases()
     site_cases()
+    model_case()
     with open(os.path.join(ROOT, "VERSIONS"), "w") as f:
         f.write(f"sae-lens {sae_lens.__version__}\ntorch {torch.__version__}\n")
     print("wrote", ROOT)
