@@ -8,6 +8,7 @@ mod knob;
 mod patch;
 mod plot;
 mod run;
+mod sae;
 mod steer;
 mod trace;
 
@@ -114,6 +115,11 @@ enum Command {
     ///
     /// Example: vene steer --pairs pairs.json --layers 12 --coeff 6 --prompt "Tell me a story"
     Steer(steer::Args),
+    /// Sparse autoencoders (SAELens, Gemma Scope 1 and 2 files): inspect one, show the features
+    /// a prompt fires, steer generation with a feature, rank features by ablation effect.
+    ///
+    /// Example: vene sae features ./my-sae --prompt "The cat sat on the mat" --top 5
+    Sae(sae::Args),
     /// The seed's causal-abstraction example: train a small network on a + b + c, then look
     /// for (a + b) at each layer with vanilla interchange over neuron groups, DAS and Boundless
     /// DAS, against a variable the network does not compute (max(a, b)); IIA tables.
@@ -150,6 +156,7 @@ fn run(cli: Cli) -> vene::Result<()> {
         Command::Trace(args) => trace::run(args)?,
         Command::Patch(args) => patch::run(args)?,
         Command::Steer(args) => steer::run(args)?,
+        Command::Sae(args) => sae::run(args)?,
         Command::DemoDas(args) => demo_das::run(args)?,
         Command::Info {
             families: true,
