@@ -246,6 +246,11 @@ typedef struct vene_model vene_model;
 typedef struct vene_result vene_result;
 
 /**
+ * A loaded SAE or transcoder (weights in f32 on the CPU).
+ */
+typedef struct vene_sae vene_sae;
+
+/**
  * One side (source or base) of one intervention's unit locations. `rows` is the number of
  * examples described: 1 (the same indices for every example) or the batch size. The layout is
  * frozen.
@@ -1180,6 +1185,97 @@ vene_status vene_result_name(const struct vene_result *res, size_t index, const 
  * Frees a result and every view borrowed from it. NULL is a no-op; a second free is detected.
  */
 void vene_result_free(struct vene_result *res);
+
+/**
+ * Loads an SAE: a SAELens folder (cfg.json + sae_weights.safetensors), a Gemma Scope
+ * `params.npz` (or its folder; the site comes from the `layer_L` folder) or a Gemma Scope 2
+ * folder (params.safetensors + config.json). `hook` may be NULL; else it names or overrides
+ * the site: a SAELens hook (`blocks.12.hook_resid_post`), a Hugging Face module
+ * (`model.layers.12.output`) or a vene site (`12.block_output`). Free with `vene_sae_free`.
+ */
+vene_status vene_sae_load(const char *path, const char *hook, struct vene_sae **out);
+
+/**
+ * Frees an SAE. NULL is fine.
+ */
+vene_status vene_sae_free(struct vene_sae *sae);
+
+/**
+ * The SAE's sizes: input width, number of features, output width (equal to `d_in` except for
+ * transcoders). Any out-parameter may be NULL.
+ */
+vene_status vene_sae_sizes(const struct vene_sae *sae, size_t *d_in, size_t *d_sae, size_t *d_out);
+
+/**
+ * A JSON description: format, architecture, d_in, d_sae, d_out, hook_in, layer_in,
+ * component_in, hook_out, layer_out, component_out, apply_b_dec_to_input,
+ * normalize_activations. Buffer protocol of `vene_detokenize`.
+ */
+vene_status vene_sae_info(const struct vene_sae *sae, char *buf, size_t capacity, size_t *len);
+
+/**
+ * Feature activations of `n` activation rows `x` (n x d_in floats, row-major) into `out`
+ * (n x d_sae floats; `capacity` is its length in floats).
+ */
+vene_status vene_sae_encode(const struct vene_sae *sae,
+                            const float *x,
+                            size_t n,
+                            float *out,
+                            size_t capacity);
+
+/**
+ * The SAE's reconstruction of `n` rows `x` (n x d_in) into `out` (n x d_out floats).
+ */
+vene_status vene_sae_reconstruct(const struct vene_sae *sae,
+                                 const float *x,
+                                 size_t n,
+                                 float *out,
+                                 size_t capacity);
+
+/**
+ * Feature activations of a prompt's `n_ids` tokens at the SAE's site of `model` into `out`
+ * (n_ids x d_sae floats). An SAE that does not fit the model (site, width) is
+ * `VENE_ERR_INVALID_INPUT` naming both.
+ */
+vene_status vene_sae_feature_acts(const struct vene_model *model,
+                                  const struct vene_sae *sae,
+                                  const uint32_t *ids,
+                                  size_t n_ids,
+                                  float *out,
+                                  size_t capacity);
+
+/**
+ * Greedy generation of up to `max_new_tokens` after the prompt `ids`, adding
+ * `coeff * W_dec[feature]` at the SAE's site at every position. The new ids go to `out_ids`
+ * (`capacity` entries), their count to `*n_out`.
+ */
+vene_status vene_sae_generate_steered(const struct vene_model *model,
+                                      const struct vene_sae *sae,
+                                      size_t feature,
+                                      float coeff,
+                                      const uint32_t *ids,
+                                      size_t n_ids,
+                                      size_t max_new_tokens,
+                                      uint32_t *out_ids,
+                                      size_t capacity,
+                                      size_t *n_out);
+
+/**
+ * For each of `n_features` features, the change of token `target`'s logit at `position` when
+ * the feature is ablated at every position (the SAE's error term kept), `batch` features per
+ * forward. Effects go to `effects` (n_features floats), the unedited logit to `*base_logit`.
+ */
+vene_status vene_sae_ablation_sweep(const struct vene_model *model,
+                                    const struct vene_sae *sae,
+                                    const uint32_t *ids,
+                                    size_t n_ids,
+                                    size_t position,
+                                    uint32_t target,
+                                    const size_t *features,
+                                    size_t n_features,
+                                    size_t batch,
+                                    float *effects,
+                                    float *base_logit);
 
 /**
  * Reads a JSONL file, one example per line (see `vene_dataset_parse` for the line format).

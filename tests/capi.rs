@@ -536,3 +536,40 @@ fn plain_runs_equal_the_model_and_vene_run() {
         &[&llama(), out_dir().join("plain_vg.bin").to_str().unwrap()],
     );
 }
+
+/// The SAE functions (tests/c/test_sae.c) on the tiny gpt2 with the SAELens SAE of
+/// tests/fixtures/sae/gpt2_resid: feature activations and the ablation sweep equal SAELens's
+/// (tests/oracle/make_sae_fixtures.py), natively and under valgrind.
+#[test]
+fn sae_suite_matches_saelens() {
+    let gpt2 = root().join("tests/fixtures/hf/gpt2").display().to_string();
+    let dir = root().join("tests/fixtures/sae/gpt2_resid");
+    let exe = compile("tests/c/test_sae.c", "test_sae", false, false);
+    let out = run(&exe, &[&gpt2, &dir.display().to_string()]);
+    assert!(out.contains("all checks passed"), "{out}");
+    let want: std::collections::HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    use candle_core::IndexOp;
+    let acts: Vec<f32> = want["acts"].i((0, 4)).unwrap().to_vec1().unwrap();
+    let sweep: Vec<f32> = want["sweep"].to_vec1().unwrap();
+    let mut checked = 0;
+    for line in out.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let (expected, f) = match parts[..] {
+            ["acts", f, _] => (&acts, f),
+            ["effect", f, _] => (&sweep, f),
+            _ => continue,
+        };
+        let f: usize = f.parse().unwrap();
+        let got: f32 = parts[2].parse().unwrap();
+        assert!(
+            (got - expected[f]).abs() < 1e-4,
+            "{line}: SAELens gives {}",
+            expected[f]
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 128);
+    valgrind(&exe, &[&gpt2, &dir.display().to_string()]);
+}

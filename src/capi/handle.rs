@@ -14,6 +14,7 @@ pub(crate) enum Kind {
     Intervenable,
     Result,
     Dataset,
+    Sae,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
             Kind::Intervenable => "vene_intervenable",
             Kind::Result => "vene_result",
             Kind::Dataset => "vene_dataset",
+            Kind::Sae => "vene_sae",
         }
     }
 }

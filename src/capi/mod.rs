@@ -18,6 +18,8 @@
 //! - `plugin.rs`: plugins by path, plugin tables and host callbacks as intervention types.
 //! - `train.rs`: `vene_dataset`, training with a progress callback, evaluation.
 //! - `knob.rs`: saving and loading knobs (trained interventions with their config).
+//! - `sae.rs`: sparse autoencoders (load, encode, reconstruct, feature activations, steering,
+//!   ablation sweeps).
 //! - `helpers.rs`: conveniences (a location for positions, element counts, top-k tokens).
 //! - `log.rs`: the plugin log sink and level.
 //!
@@ -40,6 +42,7 @@ mod model;
 mod plugin;
 mod request;
 mod result;
+mod sae;
 mod train;
 
 pub use error::*;
@@ -51,6 +54,7 @@ pub use model::*;
 pub use plugin::*;
 pub use request::*;
 pub use result::*;
+pub use sae::*;
 pub use train::*;
 
 use std::os::raw::c_char;
