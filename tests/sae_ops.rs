@@ -206,3 +206,20 @@ fn the_vene_sae_intervention_type_mounts_in_a_config() {
         .to_string();
     assert!(e.contains("feature 640"), "{e}");
 }
+
+#[test]
+fn a_run_request_ablates_with_an_sae_file_next_to_it() {
+    let c = case();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/requests/sae_ablate.json");
+    let file = vene::request::RequestFile::read(&path).unwrap();
+    let mut iv = file.open().unwrap();
+    let out = file.request(&mut iv).unwrap().run(&iv).unwrap();
+    let logits = out
+        .iter()
+        .find(|(k, _)| k == "intervened.logits")
+        .map(|(_, t)| t)
+        .unwrap();
+    let d = max_diff(logits, &c.want["ablated"]);
+    assert!(d < TOL, "{d}");
+}

@@ -83,7 +83,8 @@ impl RequestFile {
         let model_options = parse_model_options(get(obj, "model_options"))?;
         let setup = match (get(obj, "config"), get(obj, "knob")) {
             (Some(_), Some(_)) => return Err(invalid!("give either 'config' or 'knob', not both")),
-            (Some(c), None) => Setup::Config(c.clone()),
+            // SAE files named by `vene/sae` interventions resolve like every other path.
+            (Some(c), None) => Setup::Config(crate::sae::intervention::resolve_paths(c, dir)),
             (None, Some(Value::String(k))) => Setup::Knob(resolve_path(dir, k)),
             (None, Some(k)) => {
                 return Err(invalid!(

@@ -154,3 +154,27 @@ impl Intervention for SaeIntervention {
         apply_edit(&self.sae, &self.edit, base, base)
     }
 }
+
+/// A config with every `vene/sae` representation's relative `intervention_args.sae` (and
+/// nothing else) resolved against `dir`, the folder of the request file that holds it.
+pub fn resolve_paths(config: &Value, dir: &std::path::Path) -> Value {
+    match config {
+        Value::Array(a) => Value::Array(a.iter().map(|v| resolve_paths(v, dir)).collect()),
+        Value::Object(o) => {
+            let mut o = o.clone();
+            let is_sae = o.get("intervention_type").and_then(Value::as_str) == Some(TYPE_NAME);
+            if let (true, Some(Value::Object(args))) = (is_sae, o.get_mut("intervention_args")) {
+                if let Some(Value::String(p)) = args.get("sae") {
+                    let full = crate::request::resolve_path(dir, p);
+                    args.insert("sae".into(), Value::String(full.display().to_string()));
+                }
+            } else {
+                for v in o.values_mut() {
+                    *v = resolve_paths(v, dir);
+                }
+            }
+            Value::Object(o)
+        }
+        other => other.clone(),
+    }
+}
