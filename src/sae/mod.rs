@@ -24,6 +24,7 @@ pub mod npy;
 pub mod ops;
 pub mod saelens;
 pub mod sites;
+pub mod train;
 
 use crate::error::{Error, Result};
 use crate::invalid;

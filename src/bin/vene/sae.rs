@@ -10,7 +10,7 @@ use vene::analysis::parse_indices;
 use vene::generate::{chat_prompt, generate};
 use vene::model::NoHooks;
 use vene::sae::ops::{ablation_sweep, check_model, feature_acts, top_features, Edit, SaeHooks};
-use vene::sae::{self, LoadHints, Sae};
+use vene::sae::{self, train, LoadHints, Sae};
 use vene::Model;
 
 #[derive(clap::Args)]
@@ -114,6 +114,42 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Train a standard SAE (ReLU, L1 penalty weighted by decoder norms, Adam) on a model's
+    /// activations at one site over text files, report explained variance, L0 and dead
+    /// features on held-out tokens, and save it as a SAELens folder.
+    ///
+    /// Example: vene sae train --hook blocks.15.hook_resid_post --text README.md --out my-sae
+    Train {
+        /// Where to read: a SAELens hook, a Hugging Face module or a vene site (15.block_output).
+        #[arg(long)]
+        hook: String,
+        /// A Hugging Face model directory or a GGUF file (default: SmolLM2-135M-Instruct).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Text files to take activations from (repeat for more).
+        #[arg(long, required = true)]
+        text: Vec<PathBuf>,
+        /// Tokens per forward when collecting activations.
+        #[arg(long, default_value_t = 128)]
+        ctx: usize,
+        #[arg(long, default_value_t = 2048)]
+        d_sae: usize,
+        /// Weight of the L1 penalty (on activations scaled to mean norm sqrt(d_in)).
+        #[arg(long, default_value_t = 5.0)]
+        l1: f64,
+        #[arg(long, default_value_t = 4e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        /// Share of the tokens held out for the report.
+        #[arg(long, default_value_t = 0.1)]
+        holdout: f64,
+        /// The SAELens folder to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn load(a: &SaeArgs, m: Option<&Model>) -> vene::Result<Sae> {
@@ -207,7 +243,84 @@ pub fn run(a: Args) -> vene::Result<()> {
             rows,
             json,
         ),
+        Sub::Train {
+            hook,
+            model,
+            text,
+            ctx,
+            d_sae,
+            l1,
+            lr,
+            batch,
+            steps,
+            holdout,
+            out,
+        } => {
+            let opts = train::TrainOptions {
+                d_sae,
+                l1,
+                lr,
+                batch_size: batch,
+                steps,
+                seed: 0,
+            };
+            train_cmd(&hook, model, &text, ctx, &opts, holdout, &out)
+        }
     }
+}
+
+fn train_cmd(
+    hook: &str,
+    model: Option<PathBuf>,
+    text: &[PathBuf],
+    ctx: usize,
+    opts: &train::TrainOptions,
+    holdout: f64,
+    out: &std::path::Path,
+) -> vene::Result<()> {
+    let m = open_model(model)?;
+    let hook = sae::parse_hook(hook)?;
+    let texts = text
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| vene::Error::file(p, e)))
+        .collect::<vene::Result<Vec<_>>>()?;
+    let start = std::time::Instant::now();
+    let acts = train::collect_activations(&m, &hook, &texts, ctx, |i, n| {
+        if i % 20 == 0 || i == n {
+            eprint!("\rcollecting activations: {i}/{n} chunks");
+        }
+    })?;
+    eprintln!();
+    let n = acts.dim(0)?;
+    let n_eval = ((n as f64 * holdout) as usize).clamp(1, n.saturating_sub(1).max(1));
+    let train_acts = acts.narrow(0, 0, n - n_eval)?;
+    let eval_acts = acts.narrow(0, n - n_eval, n_eval)?;
+    println!(
+        "{n} tokens at {} ({}): {} to train, {n_eval} held out ({:.0}s)",
+        hook.name,
+        hook.site,
+        n - n_eval,
+        start.elapsed().as_secs_f64()
+    );
+    let t0 = std::time::Instant::now();
+    let steps = opts.steps;
+    let s = train::train_standard(&train_acts, hook, opts, |step, loss, mse| {
+        if step % 100 == 0 || step == steps {
+            eprintln!(
+                "step {step:>6}/{steps}  loss {loss:.4}  mse {mse:.4}  ({:.0}s)",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        true
+    })?;
+    let q = train::quality(&s, &eval_acts)?;
+    train::save_saelens(&s, out, &m.source)?;
+    println!(
+        "held-out explained variance {:.3}   L0 {:.1}   dead features {}/{}   ({} tokens)",
+        q.explained_variance, q.l0, q.dead, s.d_sae, q.tokens
+    );
+    println!("saved {} (SAELens format)", out.display());
+    Ok(())
 }
 
 fn inspect(a: &SaeArgs, check: bool, json: bool) -> vene::Result<()> {
