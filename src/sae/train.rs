@@ -229,6 +229,8 @@ pub fn save_saelens(sae: &Sae, dir: &Path, model_name: &str) -> Result<()> {
         return Err(invalid!("only standard SAEs are written in SAELens form"));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    // The flat form (hook_name and model_name at the top level, no sae_lens_version), which
+    // SAELens 6 reads through its pre-6.0 path, since vene is not SAELens 6.
     let cfg = serde_json::json!({
         "architecture": "standard",
         "d_in": sae.d_in,
@@ -237,9 +239,8 @@ pub fn save_saelens(sae: &Sae, dir: &Path, model_name: &str) -> Result<()> {
         "device": "cpu",
         "apply_b_dec_to_input": sae.apply_b_dec_to_input,
         "normalize_activations": sae.normalization.name(),
-        "reshape_activations": "none",
-        "metadata": {"hook_name": sae.hook_in.name, "model_name": model_name,
-                     "trained_by": format!("vene {}", env!("CARGO_PKG_VERSION"))},
+        "hook_name": sae.hook_in.name,
+        "model_name": model_name,
     });
     let cpath = dir.join(super::saelens::CFG_FILE);
     std::fs::write(&cpath, serde_json::to_string_pretty(&cfg)? + "\n")
