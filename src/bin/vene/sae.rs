@@ -101,8 +101,8 @@ enum Sub {
         /// The target token (its text; must be one token).
         #[arg(long)]
         target: String,
-        /// Features to sweep ("3,7,10-20", "all"); default: the features active at the
-        /// last position.
+        /// Features to sweep ("3,7,10-20", "all"); default: the features active anywhere in
+        /// the prompt after its first token.
         #[arg(long)]
         features: Option<String>,
         /// Features per batched forward.
@@ -490,9 +490,13 @@ fn ablate(
         Some("all") => (0..s.d_sae).collect(),
         Some(f) => parse_indices(f, s.d_sae, "feature")?,
         None => {
+            // Every feature active somewhere in the prompt after the first token (an attention
+            // sink whose activations are outliers SAEs are not trained on).
             let acts = feature_acts(&m, &s, &ids)?;
-            let last: Vec<f32> = acts.get(pos)?.to_vec1()?;
-            (0..s.d_sae).filter(|&i| last[i] > 0.0).collect()
+            let skip = usize::from(ids.len() > 1);
+            let after_first = acts.narrow(0, skip, ids.len() - skip)?;
+            let fired: Vec<f32> = after_first.max(0)?.to_vec1()?;
+            (0..s.d_sae).filter(|&i| fired[i] > 0.0).collect()
         }
     };
     let (base, mut effects) = ablation_sweep(&m, &s, &ids, pos, target_id, &list, batch)?;
