@@ -455,7 +455,15 @@ fn features(
                 .iter()
                 .map(|r| cols.iter().map(|&c| Some(r[c])).collect())
                 .collect(),
-            range: None,
+            // The first token is often an attention sink with outlier activations; the color
+            // scale follows the others (its cells saturate).
+            range: (rows.len() > 1).then(|| {
+                let hi = rows[1..]
+                    .iter()
+                    .flat_map(|r| cols.iter().map(|&c| r[c]))
+                    .fold(0f32, f32::max);
+                (0.0, hi.max(1e-6))
+            }),
             palette: Palette::Purples,
             format: ValueFormat::Decimal(2),
         };
