@@ -83,7 +83,8 @@ pub fn from_numpy(a: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
     let as_int = matches!(kind.as_str(), "i" | "u" | "b");
     let dtype = if as_int { "int64" } else { "float32" };
-    let c = np.call_method1("ascontiguousarray", (arr, dtype))?;
+    // `require`, not `ascontiguousarray`, which turns 0-d arrays into 1-d ones.
+    let c = np.call_method1("require", (arr, dtype, "C"))?;
     let shape: Vec<usize> = c.getattr("shape")?.extract()?;
     let (ptr, _): (usize, bool) = c.getattr("__array_interface__")?.get_item("data")?.extract()?;
     let n: usize = shape.iter().product();
