@@ -86,12 +86,19 @@ pub fn from_numpy(a: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     // `require`, not `ascontiguousarray`, which turns 0-d arrays into 1-d ones.
     let c = np.call_method1("require", (arr, dtype, "C"))?;
     let shape: Vec<usize> = c.getattr("shape")?.extract()?;
-    let (ptr, _): (usize, bool) = c.getattr("__array_interface__")?.get_item("data")?.extract()?;
+    let (ptr, _): (usize, bool) = c
+        .getattr("__array_interface__")?
+        .get_item("data")?
+        .extract()?;
     let n: usize = shape.iter().product();
     // SAFETY: `c` is a live C-contiguous array of `n` elements of the dtype asked for; the
     // slices are copied before `c` is released.
     let t = if n == 0 {
-        Tensor::zeros(shape, if as_int { DType::I64 } else { DType::F32 }, &Device::Cpu)
+        Tensor::zeros(
+            shape,
+            if as_int { DType::I64 } else { DType::F32 },
+            &Device::Cpu,
+        )
     } else if as_int {
         let s = unsafe { std::slice::from_raw_parts(ptr as *const i64, n) };
         Tensor::from_slice(s, shape, &Device::Cpu)

@@ -4,7 +4,12 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::PyErr;
 
-create_exception!(vene, VeneError, PyException, "An error reported by the vene engine.");
+create_exception!(
+    vene,
+    VeneError,
+    PyException,
+    "An error reported by the vene engine."
+);
 
 /// vene's error as a `VeneError` with its message unchanged.
 pub fn to_py(e: vene::Error) -> PyErr {

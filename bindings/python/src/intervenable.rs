@@ -155,8 +155,10 @@ impl PyIntervenable {
             .iter()
             .map(|e| serde_json::json!({"loss": e.loss, "iia": e.iia}))
             .collect();
-        Ok(serde_json::json!({"steps": r.steps, "epochs": epochs, "completed": r.completed})
-            .to_string())
+        Ok(
+            serde_json::json!({"steps": r.steps, "epochs": epochs, "completed": r.completed})
+                .to_string(),
+        )
     }
 
     /// Loss and IIA on a dataset, as JSON text.
@@ -167,10 +169,7 @@ impl PyIntervenable {
         let e = py
             .detach(|| train::evaluate(iv, &data, &Loss::CrossEntropy, batch_size))
             .py()?;
-        Ok(
-            serde_json::json!({"loss": e.loss, "iia": e.iia, "examples": e.examples})
-                .to_string(),
-        )
+        Ok(serde_json::json!({"loss": e.loss, "iia": e.iia, "examples": e.examples}).to_string())
     }
 }
 
@@ -247,7 +246,10 @@ fn train_options(o: &Map<String, Value>) -> PyResult<TrainOptions> {
             None => {}
             Some(Value::Null) => t.temperature = None,
             Some(Value::Array(a)) if a.len() == 2 => {
-                t.temperature = Some((float(&a[0], "temperature[0]")?, float(&a[1], "temperature[1]")?))
+                t.temperature = Some((
+                    float(&a[0], "temperature[0]")?,
+                    float(&a[1], "temperature[1]")?,
+                ))
             }
             Some(v) => {
                 return Err(invalid!(

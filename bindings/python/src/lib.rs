@@ -20,7 +20,10 @@ fn _vene(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::PyModel>()?;
     m.add_class::<intervenable::PyIntervenable>()?;
     m.add_function(wrap_pyfunction!(py_intervention::register_intervention, m)?)?;
-    m.add_function(wrap_pyfunction!(py_intervention::unregister_intervention, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        py_intervention::unregister_intervention,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(model::load_plugin, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::patch, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::trace, m)?)?;

@@ -22,8 +22,8 @@ impl PyModel {
     fn load(py: Python<'_>, path: PathBuf, weights: Option<&str>) -> PyResult<Self> {
         let mut options = LoadOptions::default();
         if let Some(w) = weights {
-            options.weights = WeightMode::parse(w)
-                .map_err(|e| to_py(vene::invalid!("weights: {e}")))?;
+            options.weights =
+                WeightMode::parse(w).map_err(|e| to_py(vene::invalid!("weights: {e}")))?;
         }
         let model = py.detach(|| Model::load_with(&path, &options)).py()?;
         Ok(PyModel {

@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Ray reads its auth mode when it is imported: every Ray node and driver of the tests uses
+# token authentication (the token in ~/.ray/auth_token, created by Ray when missing).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures"
 PYVENE = FIXTURES / "pyvene"

@@ -175,10 +175,11 @@ def _init(address):
 
 def patch(model_path, base, source, watch, components=("block_output",), layers=None,
           positions=None, heads=None, batch_size=32, address="auto", actors=2, weights=None,
-          progress=True, stream=None, **scheduler):
+          progress=True, stream=None, stats=None, **scheduler):
     """``vene.patch`` on a Ray cluster: the cells of each position form one part.
     Returns the same dict as ``vene.patch(vene.Model.load(model_path), ...)``;
-    ``stream(cells)`` sees each part's cells as they arrive."""
+    ``stream(cells)`` sees each part's cells as they arrive; a ``stats`` dict gets the number
+    of parts retried and actors started."""
     _init(address)
     components = list(components)
     base, source = list(base), list(source)
@@ -202,6 +203,8 @@ def patch(model_path, base, source, watch, components=("block_output",), layers=
         results[part] = r
         if stream is not None:
             stream(r["cells"])
+    if stats is not None:
+        stats.update(retried=run.retried, actors_started=run.actors_started)
     first = results[0]
     order = {c: i for i, c in enumerate(components)}
     cells = sorted((c for r in results.values() for c in r["cells"]),
