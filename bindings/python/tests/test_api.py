@@ -203,3 +203,13 @@ def test_patch_equals_vene_patch(tmp_path):
                     key=lambda c: (["block_output", "mlp_output"].index(c["component"]),
                                    c["layer"], c["position"]))
     assert merged == r["cells"]
+
+
+def test_wasm_plugin_equals_addition(gpt2):
+    types = vene.load_plugin(str(REPO / "plugins" / "examples" / "wat" / "add_wat.wat"))
+    assert "wasm/add_wat" in types
+    call = dict(sources=[SOURCE], unit_locations={"sources->base": 3})
+    ours = vene.IntervenableModel([rep("wasm/add_wat")], gpt2).run(BASE, **call)
+    theirs = vene.IntervenableModel([rep("AdditionIntervention")], gpt2).run(BASE, **call)
+    np.testing.assert_allclose(ours["intervened.logits"], theirs["intervened.logits"],
+                               rtol=0, atol=1e-5)
