@@ -136,7 +136,7 @@ impl PyIntervenable {
                         d.set_item("temperature", p.temperature)?;
                         let r = f.call1(py, (d,))?;
                         // None (or anything but False) goes on.
-                        Ok(!r.bind(py).is(&pyo3::types::PyBool::new(py, false)))
+                        Ok(!r.bind(py).is(pyo3::types::PyBool::new(py, false)))
                     })();
                     r.unwrap_or_else(|e| {
                         raised = Some(e);
