@@ -24,10 +24,15 @@ rm -rf "$WORK/wheels"
 (cd "$HERE" && "$WORK/build-venv/bin/maturin" build --release --target-dir "$TARGET" \
     --out "$WORK/wheels" -i "$PY")
 
-# A fresh venv: the wheel and its declared dependencies only (plus the test extras).
-"$PY" -m venv --clear "$WORK/test-venv"
+# A clean venv: the wheel and its declared dependencies only (plus the test extras). Kept
+# between runs (only the wheel is reinstalled); VENE_PY_FRESH=1 makes it anew.
 WHEEL="$(ls "$WORK"/wheels/vene-*.whl)"
-"$WORK/test-venv/bin/pip" install -q "$WHEEL[ray,test]"
+if [ "${VENE_PY_FRESH:-0}" = 1 ] || [ ! -x "$WORK/test-venv/bin/pytest" ]; then
+    "$PY" -m venv --clear "$WORK/test-venv"
+    "$WORK/test-venv/bin/pip" install -q "$WHEEL[ray,test]"
+else
+    "$WORK/test-venv/bin/pip" install -q --force-reinstall --no-deps "$WHEEL"
+fi
 
 cd "$HERE/tests"
 export RAY_AUTH_MODE=token
