@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 /// they build on the tensors the loader hands them.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Where weights and every activation live: `Device::Cpu`, or a GPU from
+    /// [`super::parse_device`] (`"cuda:0"`, with the `cuda` feature).
     pub device: Device,
     /// The dtype weights are converted to (only f32 for now: candle's CPU matmul has no bf16,
     /// and low-precision storage is a later step).
