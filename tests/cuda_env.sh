@@ -10,7 +10,7 @@ CUDA_TK=$(pwd)/target/cuda-toolkit-13.0
 if [ "$(cat "$CUDA_TK/.installed" 2>/dev/null)" != "$CUDA_PKGS" ]; then
   rm -rf "$CUDA_TK"
   # shellcheck disable=SC2086
-  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$CUDA_TK" $CUDA_PKGS
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$CUDA_TK" $CUDA_PKGS
   echo "$CUDA_PKGS" >"$CUDA_TK/.installed"
 fi
 CUDA_HOME=$CUDA_TK/nvidia/cu13

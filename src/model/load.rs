@@ -186,7 +186,11 @@ fn weights(
         sizes.extend(s);
         mapped += std::fs::metadata(f).map_or(0, |m| m.len());
     }
-    memory::check_fit(dir, &sizes, options.weights, mapped)?;
+    // Host memory only: on a GPU the weights live in device memory, whose limit the driver
+    // reports at allocation.
+    if options.device.is_cpu() {
+        memory::check_fit(dir, &sizes, options.weights, mapped)?;
+    }
     // SAFETY: the files are not modified while mapped; we only read them.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
         .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))?;

@@ -19,7 +19,7 @@ LINK_PKGS="nvidia-cublas==13.0.0.19 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==
 if [ "$(cat "$LINK/.installed" 2>/dev/null)" != "$LINK_PKGS" ]; then
   rm -rf "$LINK"
   # shellcheck disable=SC2086
-  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$LINK/py" $LINK_PKGS
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$LINK/py" $LINK_PKGS
   mkdir -p "$LINK/lib/stubs"
   for f in "$LINK"/py/nvidia/cu13/lib/lib*.so.* "$CUDA_HOME"/lib/libcudart.so.*; do
     ln -sf "$f" "$LINK/lib/$(basename "$f")"
@@ -54,7 +54,7 @@ strip "$B"/stage/*
 echo "$ROOT" >"$B/root"
 tar -C "$B/stage" -cf - . | xz -T2 -6 >"$B/bins.tar.xz"
 rm -rf "$B/stage"
-python3 -m pip download --quiet --disable-pip-version-check --no-deps -d "$B/whl" pyvene==0.1.8
+python3 -m pip download --quiet --disable-pip-version-check --root-user-action=ignore --no-deps -d "$B/whl" pyvene==0.1.8
 du -sh "$B" "$B"/*
 size=$(du -sm "$B" | cut -f1)
 [ "$size" -lt 60 ] || { echo "gpu-bundle is ${size} MiB: over what the device tool carries" >&2; exit 1; }

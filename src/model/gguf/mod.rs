@@ -136,7 +136,9 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
             }
         })
         .collect();
-    super::memory::check_fit(path, &sizes, mode, mmap.len() as u64)?;
+    if options.device.is_cpu() {
+        super::memory::check_fit(path, &sizes, mode, mmap.len() as u64)?;
+    }
     // Blocks are read and rearranged in host memory, then placed on `options.device`.
     let dev = Device::Cpu;
     let mut reader = Cursor::new(&mmap[..]);
