@@ -69,13 +69,14 @@ def run_vene(binary, req, work, iters, device):
     path = os.path.join(work, "req.json")
     with open(path, "w") as f:
         json.dump(req, f)
-    # GNU time reports the peak resident set of the whole process.
-    cmd = ["/usr/bin/time", "-f", "%M", binary, "run", "--request", path,
-           "--out", os.path.join(work, "out.safetensors"), "--repeat", str(iters),
-           "--device", device]
+    # GNU time reports the peak resident set of the whole process (NaN where it is missing).
+    gnu_time = os.path.exists("/usr/bin/time")
+    cmd = (["/usr/bin/time", "-f", "%M"] if gnu_time else []) + [
+        binary, "run", "--request", path, "--out", os.path.join(work, "out.safetensors"),
+        "--repeat", str(iters), "--device", device]
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
     timing = json.loads(p.stdout.strip().splitlines()[-1])
-    peak_kb = int(p.stderr.strip().splitlines()[-1])
+    peak_kb = int(p.stderr.strip().splitlines()[-1]) if gnu_time else float("nan")
     return timing["median_ms"], peak_kb / 1024
 
 
