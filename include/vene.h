@@ -516,6 +516,12 @@ typedef struct vene_model_options {
    * NULL (the default): "as-stored".
    */
   const char *weights;
+  /**
+   * Where the model runs: "cpu", "cuda" (GPU 0) or "cuda:N" (a library built with the
+   * `cuda` feature; otherwise `VENE_ERR_INVALID_INPUT` says so). NULL (the default): "cpu".
+   * Results are always copied to host memory.
+   */
+  const char *device;
 } vene_model_options;
 
 /**

@@ -748,9 +748,10 @@ fn compile(
     let constant_source = match &r.source_representation {
         None => None,
         Some(serde_json::Value::String(name)) => {
-            Some(tensors.get(name).cloned().ok_or_else(|| {
+            let t = tensors.get(name).ok_or_else(|| {
                 invalid!("source_representation: no tensor named '{name}' in the request's tensors")
-            })?)
+            })?;
+            Some(t.to_device(model.device())?)
         }
         Some(v) => Some(
             crate::request::json::tensor_from_json(v, model.device())

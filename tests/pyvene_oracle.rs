@@ -9,16 +9,27 @@
 //! Shapes must match exactly. All cases run; the test fails listing every failing case with its
 //! max diffs (and fails if no case is found). VENE_ORACLE_FILTER=<substring> runs only the cases
 //! whose name contains it; run with `--nocapture` to see every case's max diffs.
+//! VENE_TEST_DEVICE=cuda:0 replays every case on that GPU (`vene run --device`), floats to 1e-3.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `None` means the tensor must match exactly.
+/// The device the cases run on: `VENE_TEST_DEVICE` (`cuda:0` in tests/gpu/run.sh, passed as
+/// `vene run --device`), else the CPU.
+fn test_device() -> Option<String> {
+    std::env::var("VENE_TEST_DEVICE")
+        .ok()
+        .filter(|d| d != "cpu")
+}
+
+/// `None` means the tensor must match exactly. On a GPU every float is held to 1e-3.
 fn tolerance(name: &str) -> Option<f64> {
     if name.ends_with(".ids") {
         None
+    } else if test_device().is_some() {
+        Some(1e-3)
     } else if name.starts_with("collected.") {
         Some(1e-5)
     } else {
@@ -91,6 +102,12 @@ fn run_case(vene: &Path, case_dir: &Path, tmp: &Path) -> Result<Vec<String>, Vec
         .arg(case_dir.join("request.json"))
         .arg("--out")
         .arg(&out)
+        .args(
+            test_device()
+                .map(|d| ["--device".to_string(), d])
+                .into_iter()
+                .flatten(),
+        )
         .output()
         .map_err(|e| vec![format!("could not start vene: {e}")])?;
     if !output.status.success() {

@@ -124,12 +124,26 @@ type SiteInfo struct {
 }
 
 // LoadModel loads a Hugging Face model directory or a GGUF file.
-func LoadModel(path string) (*Model, error) { return loadModel(path, false) }
+func LoadModel(path string) (*Model, error) { return LoadModelWith(path, ModelOptions{}) }
 
 // LoadModelWithTokenizer is LoadModel, failing when the model has no tokenizer.
-func LoadModelWithTokenizer(path string) (*Model, error) { return loadModel(path, true) }
+func LoadModelWithTokenizer(path string) (*Model, error) {
+	return LoadModelWith(path, ModelOptions{RequireTokenizer: true})
+}
 
-func loadModel(path string, tok bool) (*Model, error) {
+// ModelOptions say how LoadModelWith loads a model; the zero value is LoadModel's defaults.
+type ModelOptions struct {
+	// RequireTokenizer fails the load when the model has no tokenizer.
+	RequireTokenizer bool
+	// Weights: "" or "as-stored" (f16/bf16 stay half, GGUF blocks stay quantized), "f32",
+	// "f16", "bf16", or quantized at load to "q8_0" or "q4_k".
+	Weights string
+	// Device: "" or "cpu", "cuda" (GPU 0) or "cuda:N" (a libvene built with the cuda feature).
+	Device string
+}
+
+// LoadModelWith loads a Hugging Face model directory or a GGUF file as o says.
+func LoadModelWith(path string, o ModelOptions) (*Model, error) {
 	var a arena
 	defer a.free()
 	opts := (*C.vene_model_options)(a.alloc(C.sizeof_vene_model_options))
@@ -138,8 +152,14 @@ func loadModel(path string, tok bool) (*Model, error) {
 		if s := C.vene_model_options_init(opts, C.sizeof_vene_model_options); s != C.VENE_OK {
 			return s
 		}
-		if tok {
+		if o.RequireTokenizer {
 			opts.require_tokenizer = 1
+		}
+		if o.Weights != "" {
+			opts.weights = a.str(o.Weights)
+		}
+		if o.Device != "" {
+			opts.device = a.str(o.Device)
 		}
 		return C.vene_model_load(a.str(path), opts, &p)
 	})

@@ -101,6 +101,19 @@ func TestModel(t *testing.T) {
 	wantStatus(t, err, ErrIO, "/no/such/model")
 	_, err = LoadModelWithTokenizer(fixture)
 	wantStatus(t, err, ErrInvalidInput, "no tokenizer")
+	_, err = LoadModelWith(fixture, ModelOptions{Weights: "q3"})
+	wantStatus(t, err, ErrInvalidInput, "q4_k")
+	_, err = LoadModelWith(fixture, ModelOptions{Device: "gpu"})
+	wantStatus(t, err, ErrInvalidInput, "opts->device: unknown device 'gpu'")
+	if os.Getenv("VENE_TEST_DEVICE") == "" { // set by tests/gpu/run.sh on a CUDA build
+		_, err = LoadModelWith(fixture, ModelOptions{Device: "cuda:0"})
+		wantStatus(t, err, ErrInvalidInput, "rebuild with --features cuda")
+	}
+	q, err := LoadModelWith(fixture, ModelOptions{Weights: "q8_0", Device: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
 
 	m := mustModel(t)
 	info, err := m.Info()

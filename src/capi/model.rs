@@ -2,7 +2,8 @@
 
 use super::error::*;
 use super::handle::{self, Handle, Kind};
-use crate::model::{LoadOptions, Model, WeightMode};
+use crate::model::{parse_device, LoadOptions, Model, WeightMode};
+use candle_core::Device;
 use std::ffi::CString;
 use std::os::raw::c_char;
 use std::sync::Arc;
@@ -69,13 +70,18 @@ pub struct vene_model_options {
     /// quantized), "f32", "f16", "bf16", or quantized at load to "q8_0" or "q4_k".
     /// NULL (the default): "as-stored".
     pub weights: *const c_char,
+    /// Where the model runs: "cpu", "cuda" (GPU 0) or "cuda:N" (a library built with the
+    /// `cuda` feature; otherwise `VENE_ERR_INVALID_INPUT` says so). NULL (the default): "cpu".
+    /// Results are always copied to host memory.
+    pub device: *const c_char,
 }
-const _: () = assert!(std::mem::size_of::<vene_model_options>() == 16);
+const _: () = assert!(std::mem::size_of::<vene_model_options>() == 24);
 
 const MODEL_OPTIONS_DEFAULT: vene_model_options = vene_model_options {
     struct_size: std::mem::size_of::<vene_model_options>() as u32,
     require_tokenizer: 0,
     weights: std::ptr::null(),
+    device: std::ptr::null(),
 };
 
 /// Fills `opts` with the defaults. Pass `sizeof(vene_model_options)` as `struct_size`.
@@ -111,8 +117,15 @@ pub unsafe extern "C" fn vene_model_load(
         } else {
             WeightMode::parse(arg_str(opts.weights, "opts->weights")?)?
         };
+        let device = if opts.device.is_null() {
+            Device::Cpu
+        } else {
+            let name = arg_str(opts.device, "opts->device")?;
+            parse_device(name).map_err(|e| crate::invalid!("opts->device: {e}"))?
+        };
         let options = LoadOptions {
             weights,
+            device,
             ..Default::default()
         };
         let model = Model::load_with(path, &options)?;

@@ -256,6 +256,22 @@ impl candle_core::CustomOp2 for FrozenMatmul {
         };
         Ok((out, l2.shape().clone()))
     }
+    /// The same pass-through on a GPU: a copy of the product's buffer, which
+    /// [`frozen_forward`] makes fresh (contiguous from offset 0).
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _s1: &candle_core::CudaStorage,
+        _l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        if !l2.is_contiguous() || l2.start_offset() != 0 {
+            candle_core::bail!("frozen-matmul: the product must be contiguous from offset 0")
+        }
+        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+    }
     fn bwd(
         &self,
         _a1: &Tensor,

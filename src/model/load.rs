@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 /// they build on the tensors the loader hands them.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Where weights and every activation live: `Device::Cpu`, or a GPU from
+    /// [`super::parse_device`] (`"cuda:0"`, with the `cuda` feature).
     pub device: Device,
     /// The dtype weights are converted to (only f32 for now: candle's CPU matmul has no bf16,
     /// and low-precision storage is a later step).
@@ -184,7 +186,11 @@ fn weights(
         sizes.extend(s);
         mapped += std::fs::metadata(f).map_or(0, |m| m.len());
     }
-    memory::check_fit(dir, &sizes, options.weights, mapped)?;
+    // Host memory only: on a GPU the weights live in device memory, whose limit the driver
+    // reports at allocation.
+    if options.device.is_cpu() {
+        memory::check_fit(dir, &sizes, options.weights, mapped)?;
+    }
     // SAFETY: the files are not modified while mapped; we only read them.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
         .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))?;

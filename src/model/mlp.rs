@@ -236,8 +236,12 @@ impl MlpClassifier {
     /// which pyvene keeps: `Linear` weight and bias uniform in ±1/√fan_in, embeddings N(0, 1).
     /// The same `seed` gives the same weights on every machine.
     pub fn new_random(cfg: MlpConfig, seed: u64) -> Result<(Self, VarMap)> {
+        Self::new_random_on(cfg, seed, &Device::Cpu)
+    }
+
+    /// [`Self::new_random`] with the weights on `dev` (the same values on every device).
+    pub fn new_random_on(cfg: MlpConfig, seed: u64, dev: &Device) -> Result<(Self, VarMap)> {
         cfg.check()?;
-        let dev = Device::Cpu;
         let mut rng = SplitMix64(seed);
         let d = cfg.h_dim;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -248,7 +252,7 @@ impl MlpClassifier {
                 let data: Vec<f32> = (0..n)
                     .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
                     .collect();
-                tensors.push((name, Tensor::from_vec(data, shape, &dev)?));
+                tensors.push((name, Tensor::from_vec(data, shape, dev)?));
                 Ok(())
             };
         for i in 0..cfg.n_layer {
@@ -267,7 +271,7 @@ impl MlpClassifier {
                 ("mlp.wpe.weight", cfg.max_position_embeddings),
             ] {
                 let data: Vec<f32> = (0..rows * d).map(|_| rng.next_normal() as f32).collect();
-                tensors.push((name.into(), Tensor::from_vec(data, (rows, d), &dev)?));
+                tensors.push((name.into(), Tensor::from_vec(data, (rows, d), dev)?));
             }
         }
         let varmap = VarMap::new();
@@ -280,7 +284,7 @@ impl MlpClassifier {
                 data.insert(name, Var::from_tensor(&t)?);
             }
         }
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
         let model = MlpClassifier::load(cfg, vb)?;
         Ok((model, varmap))
     }
@@ -328,14 +332,20 @@ impl MlpClassifier {
         Ok(())
     }
 
-    /// Wraps the classifier as a `Model` (no tokenizer).
+    /// Wraps the classifier as a `Model` (no tokenizer), on the device of its weights.
     pub fn into_model(self, source: impl Into<String>) -> Model {
-        Model::new(
+        let device = self
+            .named_tensors()
+            .first()
+            .map_or(Device::Cpu, |(_, t)| t.device().clone());
+        let mut model = Model::new(
             Box::new(self),
             None,
             SpecialTokens::default(),
             source.into(),
-        )
+        );
+        model.device = device;
+        model
     }
 
     /// The (batch, seq, h_dim) stream entering block 0, and whether the caller gave a

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod cache;
 pub mod decoder;
+pub mod device;
 pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
@@ -29,6 +30,7 @@ pub mod tokenizer;
 pub mod tokenizer_spm;
 
 pub use cache::KvCache;
+pub use device::{device_name, parse_device};
 pub use head::HeadKind;
 pub use hooks::{Hooks, NoHooks, Recorder};
 pub use input::{ForwardOptions, ForwardOutput, Input, LogitPositions};

@@ -43,7 +43,8 @@ pub struct RequestFile {
     /// The folder relative paths in the file resolve against.
     pub dir: PathBuf,
     pub model: PathBuf,
-    /// `model_options`: how the model loads (`weights`: as-stored, f32, f16, bf16, q8_0, q4_k).
+    /// `model_options`: how the model loads (`weights`: as-stored, f32, f16, bf16, q8_0, q4_k;
+    /// `device`: cpu, cuda, cuda:N).
     pub model_options: LoadOptions,
     pub setup: Setup,
     /// Plugins to load before building the intervenable (native libraries, .wasm/.wat).
@@ -182,16 +183,16 @@ pub fn resolve_path(dir: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// `model_options`: an object whose only field so far is `weights`.
+/// `model_options`: an object with the fields `weights` and `device`.
 fn parse_model_options(v: Option<&Value>) -> Result<LoadOptions> {
     let mut options = LoadOptions::default();
     let Some(v) = v else { return Ok(options) };
     let obj = v
         .as_object()
         .ok_or_else(|| invalid!("request field 'model_options' must be an object, got {v}"))?;
-    if let Some(k) = check_keys(obj, &["weights"], false) {
+    if let Some(k) = check_keys(obj, &["weights", "device"], false) {
         return Err(invalid!(
-            "unknown field 'model_options.{k}'; fields are: weights"
+            "unknown field 'model_options.{k}'; fields are: weights, device"
         ));
     }
     if let Some(w) = get(obj, "weights") {
@@ -200,6 +201,13 @@ fn parse_model_options(v: Option<&Value>) -> Result<LoadOptions> {
         })?;
         options.weights = WeightMode::parse(name)
             .map_err(|e| invalid!("request field 'model_options.weights': {e}"))?;
+    }
+    if let Some(d) = get(obj, "device") {
+        let name = d.as_str().ok_or_else(|| {
+            invalid!("request field 'model_options.device' must be a string, got {d}")
+        })?;
+        options.device = crate::model::parse_device(name)
+            .map_err(|e| invalid!("request field 'model_options.device': {e}"))?;
     }
     Ok(options)
 }

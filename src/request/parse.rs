@@ -75,8 +75,14 @@ pub fn request(
         ));
     }
     let generate = get(obj, "generate").map(parse_generate).transpose()?;
-    load_states(iv, obj.get("intervention_state"), tensors)?;
-    let forward = parse(iv, obj, tensors)?;
+    // The tensors file is read to host memory; states and sources live on the model's device.
+    let dev = iv.model().device().clone();
+    let tensors: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(&dev)?)))
+        .collect::<Result<_>>()?;
+    load_states(iv, obj.get("intervention_state"), &tensors)?;
+    let forward = parse(iv, obj, &tensors)?;
     Ok(RunRequest { forward, generate })
 }
 

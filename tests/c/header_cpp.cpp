@@ -10,8 +10,9 @@
 
 static_assert(VENE_ABI_VERSION == 1, "ABI v1");
 static_assert(sizeof(vene_status) == 4 && VENE_OK == 0 && VENE_ERR_INTERNAL == -8, "status");
-static_assert(sizeof(vene_model_options) == 16, "vene_model_options v2 (v1: 8 bytes, no weights)");
+static_assert(sizeof(vene_model_options) == 24, "vene_model_options v3 (v1: 8 bytes, v2: 16, no device)");
 static_assert(offsetof(vene_model_options, weights) == 8, "weights");
+static_assert(offsetof(vene_model_options, device) == 16, "device");
 static_assert(sizeof(vene_model_info) == 128, "vene_model_info v2 (v1: 120 bytes, no weight_bytes)");
 static_assert(offsetof(vene_model_info, weight_bytes) == 120, "weight_bytes");
 static_assert(offsetof(vene_model_info, model_type) == 8, "model_type");

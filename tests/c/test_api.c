@@ -53,7 +53,8 @@ static vene_model *test_load(const char *dir) {
   FAILS(vene_model_options_init(&opts, 3), VENE_ERR_INVALID_ARGUMENT, "struct_size");
   FAILS(vene_model_options_init(NULL, sizeof opts), VENE_ERR_INVALID_ARGUMENT, "NULL");
   OK(vene_model_options_init(&opts, sizeof opts));
-  CHECK(opts.struct_size == sizeof opts && opts.require_tokenizer == 0 && opts.weights == NULL);
+  CHECK(opts.struct_size == sizeof opts && opts.require_tokenizer == 0 && opts.weights == NULL &&
+        opts.device == NULL);
 
   FAILS(vene_model_load(NULL, NULL, &m), VENE_ERR_INVALID_ARGUMENT, "path is NULL");
   FAILS(vene_model_load(dir, NULL, NULL), VENE_ERR_INVALID_ARGUMENT, "out");
@@ -85,6 +86,26 @@ static vene_model *test_load(const char *dir) {
   vene_model_free(q);
   CHECK(qi.weight_bytes > 0 && qi.weight_bytes < fi.weight_bytes);
   CHECK(qi.n_params == fi.n_params);
+
+  /* Devices: "cpu" loads; a bad name lists the choices; CUDA needs a build with it (the
+     message says how), or a GPU. */
+  OK(vene_model_options_init(&opts, sizeof opts));
+  opts.device = "cpu";
+  OK(vene_model_load(dir, &opts, &q));
+  vene_model_free(q);
+  opts.device = "gpu";
+  FAILS(vene_model_load(dir, &opts, &m), VENE_ERR_INVALID_INPUT, "opts->device: unknown device 'gpu'");
+  opts.device = "cuda:x";
+  FAILS(vene_model_load(dir, &opts, &m), VENE_ERR_INVALID_INPUT, "not a CUDA device number");
+  if (!getenv("VENE_TEST_DEVICE")) { /* set by tests/gpu/run.sh on a CUDA build */
+    opts.device = "cuda:0";
+    FAILS(vene_model_load(dir, &opts, &m), VENE_ERR_INVALID_INPUT, "rebuild with --features cuda");
+  }
+  CHECK(m == (vene_model *)(uintptr_t)0x1234);
+  /* A v2 caller (16 bytes, no device field) still loads on the CPU. */
+  OK(vene_model_options_init(&opts, 16));
+  OK(vene_model_load(dir, &opts, &q));
+  vene_model_free(q);
 
   OK(vene_model_load(dir, NULL, &m));
   CHECK(m != NULL && m != (vene_model *)(uintptr_t)0x1234);

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <stdexcept>
@@ -70,6 +71,20 @@ int main(int argc, char **argv) {
   expect_error([&] { vene::Model::load(argv[1], vene::Tokenizer::required); },
                VENE_ERR_INVALID_INPUT, "no tokenizer");
 
+  {
+    vene::ModelOptions o;
+    o.device = "gpu";
+    expect_error([&] { vene::Model::load(argv[1], o); }, VENE_ERR_INVALID_INPUT,
+                 "opts->device: unknown device 'gpu'");
+    if (!std::getenv("VENE_TEST_DEVICE")) {  // set by tests/gpu/run.sh on a CUDA build
+      o.device = "cuda:0";
+      expect_error([&] { vene::Model::load(argv[1], o); }, VENE_ERR_INVALID_INPUT,
+                   "rebuild with --features cuda");
+    }
+    o.device = "cpu";
+    o.weights = "q8_0";
+    vene::Model::load(argv[1], o);
+  }
   vene::Model model = vene::Model::load(argv[1]);
   vene::ModelInfo info = model.info();
   EXPECT(info.model_type == "llama" && info.n_layers == 2 && info.vocab_size == 96);

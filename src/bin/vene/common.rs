@@ -8,8 +8,16 @@ use vene::Model;
 /// How loaded models keep their weights (`--weights`, set once from the command line).
 pub static WEIGHTS: OnceLock<WeightMode> = OnceLock::new();
 
+/// Where loaded models run (`--device`, set once from the command line when given).
+pub static DEVICE: OnceLock<candle_core::Device> = OnceLock::new();
+
+/// The device `--device` names (the CPU when unset).
+pub fn device() -> candle_core::Device {
+    DEVICE.get().cloned().unwrap_or(candle_core::Device::Cpu)
+}
+
 /// Loads `path`, or the default model (fetched on first use, with progress) when absent,
-/// with the weights kept as `--weights` says.
+/// with the weights kept as `--weights` says, on the device `--device` names.
 pub fn open_model(path: Option<PathBuf>) -> vene::Result<Model> {
     let path = match path {
         Some(p) => p,
@@ -17,6 +25,7 @@ pub fn open_model(path: Option<PathBuf>) -> vene::Result<Model> {
     };
     let options = LoadOptions {
         weights: WEIGHTS.get().copied().unwrap_or_default(),
+        device: device(),
         ..Default::default()
     };
     Model::load_with(&path, &options)

@@ -20,7 +20,7 @@
 //! Every number is IIA on held-out counterfactual pairs whose predicted output differs from
 //! the base's own output, so an intervention that does nothing scores 0. Seeds are fixed.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use candle_nn::VarBuilder;
 use serde_json::{json, Value};
@@ -134,7 +134,8 @@ fn train_network(seed: u64, steps: usize, log: &dyn Fn(&str)) -> vene::Result<(A
         pdrop: 0.0,
         ..Default::default()
     };
-    let (net, vars) = MlpClassifier::new_random(cfg.clone(), seed)?;
+    let dev = crate::common::device();
+    let (net, vars) = MlpClassifier::new_random_on(cfg.clone(), seed, &dev)?;
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     for a in 0..DIGITS {
@@ -146,7 +147,6 @@ fn train_network(seed: u64, steps: usize, log: &dyn Fn(&str)) -> vene::Result<(A
         }
     }
     let n = ys.len();
-    let dev = Device::Cpu;
     let x = Tensor::from_vec(xs, (n, H), &dev)?;
     let y = Tensor::from_vec(ys.clone(), n, &dev)?;
     let input = Input::from_embeds(x);

@@ -35,6 +35,10 @@ struct Cli {
     /// stay quantized), f32, f16, bf16, or quantized at load to q8_0 or q4_k.
     #[arg(long, global = true, value_name = "MODE", default_value = "as-stored")]
     weights: String,
+    /// Where the model runs: cpu (the default), cuda (GPU 0) or cuda:N (a build with
+    /// `--features cuda`). For `vene run` it overrides the request's model_options.device.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +146,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> vene::Result<()> {
     let _hint = vene::intervention::registry::plugin_hint("the request field \"plugins\"");
     let _ = common::WEIGHTS.set(vene::model::WeightMode::parse(&cli.weights)?);
+    if let Some(name) = &cli.device {
+        let device =
+            vene::model::parse_device(name).map_err(|e| vene::invalid!("--device: {e}"))?;
+        let _ = common::DEVICE.set(device);
+    }
     match cli.command {
         Command::Fetch { model } => {
             let path = match model {

@@ -36,7 +36,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> vene::Result<()> {
-    let file = RequestFile::read(&a.request)?;
+    let mut file = RequestFile::read(&a.request)?;
+    if let Some(device) = crate::common::DEVICE.get() {
+        file.model_options.device = device.clone();
+    }
     let mut iv = file.open()?;
     let req = file.request(&mut iv)?;
     let tensors = req.run(&iv)?;

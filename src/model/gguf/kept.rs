@@ -67,6 +67,16 @@ fn reorder_rows(q: &QTensor, order: &[usize]) -> Result<QTensor> {
     QTensor::new(storage, dims)
 }
 
+/// The same blocks on `device` (a host tensor stays as it is).
+pub(super) fn to_device(q: QTensor, device: &Device) -> Result<QTensor> {
+    if device.is_cpu() {
+        return Ok(q);
+    }
+    let dims = q.shape().clone();
+    let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+    QTensor::new(storage, dims)
+}
+
 /// A VarBuilder backend over the dense tensors and the kept ones (dequantized when asked).
 pub(super) struct Stored {
     pub dense: HashMap<String, Tensor>,
@@ -79,7 +89,7 @@ impl Stored {
             return Ok(t.clone());
         }
         match self.kept.get(name) {
-            Some(q) => q.dequantize(&Device::Cpu),
+            Some(q) => q.dequantize(&q.device()),
             None => Err(candle_core::Error::CannotFindTensor {
                 path: name.to_string(),
             }),

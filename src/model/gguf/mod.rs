@@ -136,7 +136,10 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
             }
         })
         .collect();
-    super::memory::check_fit(path, &sizes, mode, mmap.len() as u64)?;
+    if options.device.is_cpu() {
+        super::memory::check_fit(path, &sizes, mode, mmap.len() as u64)?;
+    }
+    // Blocks are read and rearranged in host memory, then placed on `options.device`.
     let dev = Device::Cpu;
     let mut reader = Cursor::new(&mmap[..]);
     let mut tensors: HashMap<String, Tensor> = HashMap::with_capacity(renamed.len());
@@ -159,7 +162,9 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
             && kept::can_keep(family, name, info.shape.dims())
         {
             let q = content.tensor(&mut reader, name, &dev).map_err(bad)?;
-            let q = kept::restore_rows(family, name, q, &heads).map_err(bad)?;
+            let q = kept::restore_rows(family, name, q, &heads)
+                .and_then(|q| kept::to_device(q, &options.device))
+                .map_err(bad)?;
             kept.insert(hf, std::sync::Arc::new(q));
             continue;
         }

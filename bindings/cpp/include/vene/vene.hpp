@@ -206,13 +206,29 @@ struct SiteInfo {
 /// Whether Model::load insists on a tokenizer: Model::load(path, vene::Tokenizer::required).
 enum class Tokenizer { optional, required };
 
+/// How Model::load loads a model; empty strings keep the defaults.
+struct ModelOptions {
+  Tokenizer tokenizer = Tokenizer::optional;
+  /// "as-stored" (default), "f32", "f16", "bf16", "q8_0" or "q4_k".
+  std::string weights;
+  /// "cpu" (default), "cuda" (GPU 0) or "cuda:N" (a libvene built with the cuda feature).
+  std::string device;
+};
+
 /// A loaded model; shareable across threads.
 class Model {
  public:
   static Model load(const std::string &path, Tokenizer tokenizer = Tokenizer::optional) {
+    ModelOptions options;
+    options.tokenizer = tokenizer;
+    return load(path, options);
+  }
+  static Model load(const std::string &path, const ModelOptions &options) {
     vene_model_options o;
     check(vene_model_options_init(&o, sizeof o));
-    o.require_tokenizer = tokenizer == Tokenizer::required ? 1 : 0;
+    o.require_tokenizer = options.tokenizer == Tokenizer::required ? 1 : 0;
+    if (!options.weights.empty()) o.weights = options.weights.c_str();
+    if (!options.device.empty()) o.device = options.device.c_str();
     vene_model *m;
     check(vene_model_load(path.c_str(), &o, &m));
     return Model(m);

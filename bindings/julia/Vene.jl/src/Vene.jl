@@ -263,15 +263,25 @@ end
 live(x) = x.ptr == C_NULL ? throw(VeneError(Int32(-2), :invalid_handle, "$(typeof(x)) is closed")) : x.ptr
 
 """
-    load_model(path; require_tokenizer=false) -> Model
+    load_model(path; require_tokenizer=false, weights=nothing, device=nothing) -> Model
 
-Loads a Hugging Face model directory or a GGUF file.
+Loads a Hugging Face model directory or a GGUF file. `weights`: "as-stored" (default),
+"f32", "f16", "bf16", "q8_0" or "q4_k". `device`: "cpu" (default), "cuda" or "cuda:N" (a
+libvene built with the cuda feature).
 """
-function load_model(path::AbstractString; require_tokenizer::Bool=false)
-    opts = Ref((UInt32(8), UInt32(require_tokenizer)))  # vene_model_options v1
+function load_model(path::AbstractString; require_tokenizer::Bool=false,
+                    weights::Union{Nothing,AbstractString}=nothing,
+                    device::Union{Nothing,AbstractString}=nothing)
+    w = weights === nothing ? nothing : String(weights)
+    d = device === nothing ? nothing : String(device)
+    cstr(s) = s === nothing ? Ptr{UInt8}(C_NULL) : pointer(s)  # Julia strings end in NUL
     out = Ref{Ptr{Cvoid}}(C_NULL)
-    check(ccall((:vene_model_load, libvene), Int32, (Cstring, Ptr{Cvoid}, Ptr{Ptr{Cvoid}}),
-        path, opts, out))
+    GC.@preserve w d begin
+        # vene_model_options v3: struct_size, require_tokenizer, weights, device
+        opts = Ref((UInt32(24), UInt32(require_tokenizer), cstr(w), cstr(d)))
+        check(ccall((:vene_model_load, libvene), Int32, (Cstring, Ptr{Cvoid}, Ptr{Ptr{Cvoid}}),
+            path, opts, out))
+    end
     finalizer(close, Model(out[]))
 end
 

@@ -16,6 +16,11 @@ standard(; kw...) = (base=[1, 2, 3, 4], sources=[[5, 6, 7, 8]], locations=[Vene.
     @testset "model" begin
         e = try Vene.load_model("/no/such/model"); nothing catch err; err end
         @test e isa VeneError && e.status == :io && occursin("/no/such/model", e.message)
+        e = try Vene.load_model(FIXTURE; device="gpu"); nothing catch err; err end
+        @test e isa VeneError && occursin("opts->device: unknown device 'gpu'", e.message)
+        q = Vene.load_model(FIXTURE; weights="q8_0", device="cpu")
+        @test Vene.info(q).model_type == "llama"
+        close(q)
         m = Vene.load_model(FIXTURE)
         i = Vene.info(m)
         @test i.model_type == "llama" && i.n_layers == 2 && i.vocab_size == 96 && i.bos_id == 1
