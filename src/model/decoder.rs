@@ -288,6 +288,55 @@ impl Architecture for Decoder {
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        cache: Option<&mut KvCache>,
+    ) -> Result<ForwardOutput> {
+        self.run(input, &[], hooks, opts, cache)
+    }
+
+    fn forward_joined(
+        &self,
+        input: &Input,
+        joins: &[(usize, Tensor)],
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+        cache: Option<&mut KvCache>,
+    ) -> Option<Result<ForwardOutput>> {
+        Some(self.run(input, joins, hooks, opts, cache))
+    }
+
+    fn sites(&self) -> Vec<SiteInfo> {
+        decoder_sites(&self.shape())
+    }
+
+    fn info(&self) -> ModelInfo {
+        let s = &self.sizes;
+        ModelInfo {
+            model_type: s.model_type.clone(),
+            n_layers: self.blocks.len(),
+            hidden_size: s.hidden,
+            vocab_size: Some(s.vocab),
+            max_positions: s.context_limit,
+            n_heads: s.heads,
+            n_kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            intermediate_size: s.intermediate,
+            n_params: self.n_params,
+            weight_bytes: self.weight_bytes,
+            head: self.head.kind(),
+            num_labels: self.head.num_labels(),
+        }
+    }
+}
+
+impl Decoder {
+    /// The forward; with `joins`, rows enter at their join's layer (see
+    /// `Architecture::forward_joined`) and nothing below the first join runs.
+    fn run(
+        &self,
+        input: &Input,
+        joins: &[(usize, Tensor)],
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
         mut cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
         if cache.is_some() && matches!(self.head, Head::Classifier { .. }) {
@@ -299,7 +348,26 @@ impl Architecture for Decoder {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let (b, s) = input.batch_seq()?;
         let dev = self.embed.device();
-        let mut x = self.embed(input, past)?;
+        let first = match joins.first() {
+            Some((l, _)) => *l,
+            None => 0,
+        };
+        if joins.windows(2).any(|w| w[0].0 > w[1].0) || first >= self.blocks.len().max(1) {
+            return Err(invalid!(
+                "joined rows must come by increasing layer, below {}",
+                self.blocks.len()
+            ));
+        }
+        let joined: usize = joins.iter().map(|(_, t)| t.dim(0).unwrap_or(0)).sum();
+        if !joins.is_empty() && joined != b {
+            return Err(invalid!(
+                "the joined rows add up to {joined}, but the input has {b} rows"
+            ));
+        }
+        let mut x = match joins.first() {
+            Some((_, t)) => t.clone(),
+            None => self.embed(input, past)?,
+        };
         let mask = input.mask_f32(past)?;
         let positions = input.positions(dev, past)?;
         let rotary: Vec<(Tensor, Tensor)> = self
@@ -326,14 +394,47 @@ impl Architecture for Decoder {
                 )?);
             }
         }
-        for (i, blk) in self.blocks.iter().enumerate() {
+        for (i, blk) in self.blocks.iter().enumerate().skip(first) {
             let o = &blk.attn.opts;
-            let inputs = AttentionInputs {
-                bias: &biases[&mask_kind(o)],
-                rotary: o.rope.map(|r| &rotary[r]),
-                differentiable: opts.differentiable,
-            };
-            x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            let bias = &biases[&mask_kind(o)];
+            let rot = o.rope.map(|r| &rotary[r]);
+            if !joins.is_empty() {
+                let new: Vec<&Tensor> = joins[1..]
+                    .iter()
+                    .filter(|(l, _)| *l == i)
+                    .map(|(_, t)| t)
+                    .collect();
+                if !new.is_empty() {
+                    let mut all = vec![&x];
+                    all.extend(new);
+                    x = Tensor::cat(&all, 0)?;
+                }
+            }
+            let rows = x.dim(0)?;
+            if rows < b {
+                // Rows that join higher up are not in the batch yet.
+                if let Some(c) = cache.as_deref_mut() {
+                    c.keep_rows(i, rows)?;
+                }
+                let bias = bias.narrow(0, 0, rows)?;
+                let rot = match rot {
+                    Some((c, s)) => Some((c.narrow(0, 0, rows)?, s.narrow(0, 0, rows)?)),
+                    None => None,
+                };
+                let inputs = AttentionInputs {
+                    bias: &bias,
+                    rotary: rot.as_ref(),
+                    differentiable: opts.differentiable,
+                };
+                x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            } else {
+                let inputs = AttentionInputs {
+                    bias,
+                    rotary: rot,
+                    differentiable: opts.differentiable,
+                };
+                x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            }
             if opts.stop_after_layer == Some(i) {
                 return Ok(ForwardOutput {
                     logits: None,
@@ -344,28 +445,5 @@ impl Architecture for Decoder {
         let hidden = self.final_norm.forward(&x, opts.differentiable)?;
         let logits = self.head.forward(&hidden, &opts.logits, input)?;
         Ok(ForwardOutput { logits, hidden })
-    }
-
-    fn sites(&self) -> Vec<SiteInfo> {
-        decoder_sites(&self.shape())
-    }
-
-    fn info(&self) -> ModelInfo {
-        let s = &self.sizes;
-        ModelInfo {
-            model_type: s.model_type.clone(),
-            n_layers: self.blocks.len(),
-            hidden_size: s.hidden,
-            vocab_size: Some(s.vocab),
-            max_positions: s.context_limit,
-            n_heads: s.heads,
-            n_kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-            intermediate_size: s.intermediate,
-            n_params: self.n_params,
-            weight_bytes: self.weight_bytes,
-            head: self.head.kind(),
-            num_labels: self.head.num_labels(),
-        }
     }
 }

@@ -55,6 +55,21 @@ pub trait Architecture: Send + Sync {
         opts: &ForwardOptions,
         cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput>;
+    /// A forward whose rows join at different layers: `joins` (by increasing layer) gives the
+    /// residual stream entering each join's layer for the rows that start there; rows are
+    /// appended in join order, and the layers below a row's join are not computed for it.
+    /// `input` describes all rows (mask, positions, logit positions); `cache` holds the
+    /// cached prefix for all rows. `None` where the architecture cannot start mid-model.
+    fn forward_joined(
+        &self,
+        _input: &Input,
+        _joins: &[(usize, Tensor)],
+        _hooks: &mut dyn Hooks,
+        _opts: &ForwardOptions,
+        _cache: Option<&mut KvCache>,
+    ) -> Option<Result<ForwardOutput>> {
+        None
+    }
     /// Every component this architecture exposes, with its dimension.
     fn sites(&self) -> Vec<SiteInfo>;
     fn info(&self) -> ModelInfo;
@@ -205,6 +220,22 @@ impl Model {
     ) -> Result<ForwardOutput> {
         self.check_input(input, opts, cache.len())?;
         self.arch.forward(input, hooks, opts, Some(cache))
+    }
+
+    /// `Architecture::forward_joined` after the usual input checks; `None` where the
+    /// architecture cannot start mid-model.
+    pub fn forward_joined(
+        &self,
+        input: &Input,
+        joins: &[(usize, Tensor)],
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+        cache: &mut KvCache,
+    ) -> Option<Result<ForwardOutput>> {
+        if let Err(e) = self.check_input(input, opts, cache.len()) {
+            return Some(Err(e));
+        }
+        self.arch.forward_joined(input, joins, hooks, opts, Some(cache))
     }
 
     /// Plain forward: logits for all positions, no hooks.
