@@ -290,7 +290,50 @@ impl Architecture for Decoder {
         opts: &ForwardOptions,
         cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
-        self.run(input, &[], hooks, opts, cache)
+        self.run(input, &[], None, hooks, opts, cache)
+    }
+
+    fn forward_sharing(
+        &self,
+        input: &Input,
+        extra: &Input,
+        until: usize,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Option<Result<ForwardOutput>> {
+        let by_ids = |i: &Input| i.ids.is_some() && i.embeds.is_none();
+        let (Ok((_, s)), Ok((_, s2))) = (input.batch_seq(), extra.batch_seq()) else {
+            return None;
+        };
+        if !by_ids(input) || !by_ids(extra) || s != s2 || until >= self.blocks.len() {
+            return None;
+        }
+        let both = match (&input.ids, &extra.ids) {
+            (Some(a), Some(b)) if a.dtype() == b.dtype() => Tensor::cat(&[a, b], 0),
+            _ => return None,
+        };
+        Some(both.map_err(Into::into).and_then(|ids| {
+            let mut both = Input::from_ids(ids);
+            let dev = self.embed.device();
+            let masked = input.attention_mask.is_some() || extra.attention_mask.is_some();
+            if masked {
+                let mask = |i: &Input| -> Result<Tensor> {
+                    Ok(match i.mask_f32(0)? {
+                        Some(m) => m,
+                        None => Tensor::ones(i.batch_seq()?, candle_core::DType::F32, dev)?,
+                    })
+                };
+                both.attention_mask = Some(Tensor::cat(&[mask(input)?, mask(extra)?], 0)?);
+            }
+            if masked || input.position_ids.is_some() || extra.position_ids.is_some() {
+                // Each part keeps the positions it would have alone.
+                both.position_ids = Some(Tensor::cat(
+                    &[input.positions(dev, 0)?, extra.positions(dev, 0)?],
+                    0,
+                )?);
+            }
+            self.run(&both, &[], Some((until, input)), hooks, opts, None)
+        }))
     }
 
     fn forward_joined(
@@ -301,7 +344,7 @@ impl Architecture for Decoder {
         opts: &ForwardOptions,
         cache: Option<&mut KvCache>,
     ) -> Option<Result<ForwardOutput>> {
-        Some(self.run(input, joins, hooks, opts, cache))
+        Some(self.run(input, joins, None, hooks, opts, cache))
     }
 
     fn sites(&self) -> Vec<SiteInfo> {
@@ -330,11 +373,14 @@ impl Architecture for Decoder {
 
 impl Decoder {
     /// The forward; with `joins`, rows enter at their join's layer (see
-    /// `Architecture::forward_joined`) and nothing below the first join runs.
+    /// `Architecture::forward_joined`) and nothing below the first join runs; with
+    /// `leave = (l, kept)`, only the first rows (`kept`'s) go on after layer l, and the head
+    /// reads `kept` (see `Architecture::forward_sharing`).
     fn run(
         &self,
         input: &Input,
         joins: &[(usize, Tensor)],
+        leave: Option<(usize, &Input)>,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
         mut cache: Option<&mut KvCache>,
@@ -441,9 +487,15 @@ impl Decoder {
                     hidden: x,
                 });
             }
+            if let Some((l, kept)) = leave {
+                if l == i {
+                    x = x.narrow(0, 0, kept.batch_seq()?.0)?;
+                }
+            }
         }
+        let head_input = leave.map_or(input, |(_, kept)| kept);
         let hidden = self.final_norm.forward(&x, opts.differentiable)?;
-        let logits = self.head.forward(&hidden, &opts.logits, input)?;
+        let logits = self.head.forward(&hidden, &opts.logits, head_input)?;
         Ok(ForwardOutput { logits, hidden })
     }
 }

@@ -70,6 +70,21 @@ pub trait Architecture: Send + Sync {
     ) -> Option<Result<ForwardOutput>> {
         None
     }
+    /// Runs `extra`'s rows after `input`'s in one batch through layer `until`, and only
+    /// `input`'s rows above it (a source run beside its base run: same weights read once).
+    /// Hooks see (input rows, then extra rows) up to `until`, input rows above. The output is
+    /// `input`'s. `None` where the two cannot share a batch (different lengths, padding, or an
+    /// architecture that cannot drop rows mid-model).
+    fn forward_sharing(
+        &self,
+        _input: &Input,
+        _extra: &Input,
+        _until: usize,
+        _hooks: &mut dyn Hooks,
+        _opts: &ForwardOptions,
+    ) -> Option<Result<ForwardOutput>> {
+        None
+    }
     /// Every component this architecture exposes, with its dimension.
     fn sites(&self) -> Vec<SiteInfo>;
     fn info(&self) -> ModelInfo;
@@ -236,6 +251,24 @@ impl Model {
             return Some(Err(e));
         }
         self.arch.forward_joined(input, joins, hooks, opts, Some(cache))
+    }
+
+    /// `Architecture::forward_sharing` after the usual input checks.
+    pub fn forward_sharing(
+        &self,
+        input: &Input,
+        extra: &Input,
+        until: usize,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Option<Result<ForwardOutput>> {
+        if let Err(e) = self
+            .check_input(input, opts, 0)
+            .and_then(|_| self.check_input(extra, opts, 0))
+        {
+            return Some(Err(e));
+        }
+        self.arch.forward_sharing(input, extra, until, hooks, opts)
     }
 
     /// Plain forward: logits for all positions, no hooks.
