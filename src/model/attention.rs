@@ -125,6 +125,11 @@ impl Attention {
             None => (q, k),
         };
         let (q, k) = match inputs.rotary {
+            Some((cos, sin)) if !inputs.differentiable => {
+                // One fused pass per tensor; the tables are halved once for q and k.
+                let half = ops::RotaryHalves::new(cos, sin, q.dim(3)?)?;
+                (half.apply(&q, cos, sin)?, half.apply(&k, cos, sin)?)
+            }
             Some((cos, sin)) => (
                 ops::apply_rotary(&q, cos, sin)?,
                 ops::apply_rotary(&k, cos, sin)?,
@@ -150,7 +155,7 @@ impl Attention {
         let n_rep = self.opts.heads / self.opts.kv_heads;
         let k = ops::repeat_kv(k, n_rep)?;
         let v = ops::repeat_kv(v, n_rep)?;
-        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * self.opts.scale)?;
+        let mut scores = (q.matmul(&k.t()?)? * self.opts.scale)?;
         if let Some(cap) = self.opts.softcap {
             scores = ((scores / cap)?.tanh()? * cap)?;
         }
