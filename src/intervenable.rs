@@ -1017,7 +1017,7 @@ impl Plan<'_> {
                     invalid!("unit t needs a recurrent model that reports its time steps")
                 })?;
                 if let Some(slots) = time_steps::slots(&g.units, x.dim(0)?, t)? {
-                    self.step_got.entry(g.rep).or_default().read(&x, &slots)?;
+                    self.step_got.entry(g.rep).or_default().read(x, &slots)?;
                 }
             } else {
                 self.got.insert(g.rep, gather(x, &g.units)?);

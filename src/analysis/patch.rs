@@ -209,11 +209,8 @@ pub fn patch_sweep(
         &last,
         &mut clean_cache,
     )?)?;
-    let source_run = readout(model.forward(
-        &Input::from_tokens(source, dev)?,
-        &mut NoHooks,
-        &last,
-    )?)?;
+    let source_run =
+        readout(model.forward(&Input::from_tokens(source, dev)?, &mut NoHooks, &last)?)?;
 
     progress(0, cells.len());
     let mut out = match joined_cells(

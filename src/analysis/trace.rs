@@ -15,11 +15,11 @@
 //! restoring them changes nothing (their score is exactly the corrupted probability).
 
 use super::{readouts, repeated, Activations, Prefix, Progress, RowEdit, RowPatcher};
-use crate::model::{Hooks, KvCache, Recorder};
 use crate::error::Result;
 use crate::intervention::noise::RandomState;
 use crate::invalid;
 use crate::model::{ForwardOptions, Input, LogitPositions, Model, NoHooks};
+use crate::model::{Hooks, KvCache, Recorder};
 use crate::site::{Component, Site};
 use candle_core::Tensor;
 use serde::Serialize;
@@ -318,8 +318,7 @@ pub fn trace(
                     }
                 }
             }
-            let Some(out) = joined.run(model, &tokens[p..], p, &starts, &mut hooks, &last)?
-            else {
+            let Some(out) = joined.run(model, &tokens[p..], p, &starts, &mut hooks, &last)? else {
                 ran = false;
                 break;
             };
@@ -421,9 +420,7 @@ impl Joined<'_> {
             let Some(x) = self.states.get(Site::new(group[0], Component::BlockInput)) else {
                 return Ok(None);
             };
-            let rows = x
-                .narrow(1, p, suffix.len())?
-                .repeat((group.len(), 1, 1))?;
+            let rows = x.narrow(1, p, suffix.len())?.repeat((group.len(), 1, 1))?;
             joins.push((group[0], rows));
         }
         let samples = self.cache.rows();

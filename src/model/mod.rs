@@ -250,7 +250,8 @@ impl Model {
         if let Err(e) = self.check_input(input, opts, cache.len()) {
             return Some(Err(e));
         }
-        self.arch.forward_joined(input, joins, hooks, opts, Some(cache))
+        self.arch
+            .forward_joined(input, joins, hooks, opts, Some(cache))
     }
 
     /// `Architecture::forward_sharing` after the usual input checks.

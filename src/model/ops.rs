@@ -179,11 +179,9 @@ impl RotaryHalves {
     /// `apply_rotary(x, cos, sin)` in one pass where the tables allow.
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         match &self.0 {
-            Some((c, s)) if x.dtype() == c.dtype() => Ok(candle_nn::rotary_emb::rope(
-                &x.contiguous()?,
-                c,
-                s,
-            )?),
+            Some((c, s)) if x.dtype() == c.dtype() => {
+                Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, c, s)?)
+            }
             _ => apply_rotary(x, cos, sin),
         }
     }
