@@ -206,13 +206,10 @@ impl IntervenableModel {
             differentiable,
             ..Default::default()
         };
-        let original = if req.output_original {
-            Some(self.model.forward(base, &mut NoHooks, &opts)?)
-        } else {
-            None
-        };
         if !differentiable {
-            if let Some((intervened, mut plan)) = self.forward_sharing(req, base, &opts)? {
+            if let Some((original, intervened, mut plan)) =
+                self.forward_sharing(req, base, &opts)?
+            {
                 return Ok(Outcome {
                     original,
                     intervened,
@@ -220,6 +217,11 @@ impl IntervenableModel {
                 });
             }
         }
+        let original = if req.output_original {
+            Some(self.model.forward(base, &mut NoHooks, &opts)?)
+        } else {
+            None
+        };
         let mut plan = self.prepare(req, req.locations.clone())?;
         let intervened = self.model.forward(base, &mut plan, &opts)?;
         Ok(Outcome {
@@ -349,7 +351,7 @@ impl IntervenableModel {
         req: &Request,
         base: &Input,
         opts: &ForwardOptions,
-    ) -> Result<Option<(ForwardOutput, Plan<'_>)>> {
+    ) -> Result<Option<(Option<ForwardOutput>, ForwardOutput, Plan<'_>)>> {
         let n = self.reps.len();
         if self.config.mode != Mode::Parallel
             || n == 0
@@ -422,6 +424,18 @@ impl IntervenableModel {
             base_rows,
             pending: members,
         };
+        // The unintervened run, when asked, shares the batch the same way, so that outputs the
+        // interventions cannot reach (earlier positions) stay bit-identical to it.
+        let original = match req.output_original {
+            false => None,
+            true => match self
+                .model
+                .forward_sharing(base, src, until, &mut NoHooks, opts)
+            {
+                None => return Ok(None),
+                Some(o) => Some(o?),
+            },
+        };
         let Some(out) = self
             .model
             .forward_sharing(base, src, until, &mut hooks, opts)
@@ -439,7 +453,7 @@ impl IntervenableModel {
                 ));
             }
         }
-        Ok(Some((out, plan)))
+        Ok(Some((original, out, plan)))
     }
 
     /// Unit "t": every selected step must lie inside the sequence it selects from.
