@@ -155,7 +155,7 @@ impl Attention {
         let n_rep = self.opts.heads / self.opts.kv_heads;
         let k = ops::repeat_kv(k, n_rep)?;
         let v = ops::repeat_kv(v, n_rep)?;
-        let mut scores = (q.matmul(&k.t()?)? * self.opts.scale)?;
+        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * self.opts.scale)?;
         if let Some(cap) = self.opts.softcap {
             scores = ((scores / cap)?.tanh()? * cap)?;
         }
