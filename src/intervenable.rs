@@ -206,6 +206,17 @@ impl IntervenableModel {
             differentiable,
             ..Default::default()
         };
+        if !differentiable {
+            if let Some((original, intervened, mut plan)) =
+                self.forward_sharing(req, base, &opts)?
+            {
+                return Ok(Outcome {
+                    original,
+                    intervened,
+                    collected: plan.take_collected()?,
+                });
+            }
+        }
         let original = if req.output_original {
             Some(self.model.forward(base, &mut NoHooks, &opts)?)
         } else {
@@ -327,6 +338,122 @@ impl IntervenableModel {
             }
             Mode::Serial => self.run_sources_serial(&sources, &locations, &dims, &given),
         }
+    }
+
+    /// The source run and the base run as one batch (source rows after the base's) up to the
+    /// deepest getter, where the source rows leave: the weights of those layers are read once
+    /// for both, which is most of the cost at small batches. Only in parallel mode, with one
+    /// source that every getter reads, where each getter comes no later in the forward than
+    /// the setter it feeds; `None` where that does not hold or the model cannot share a batch
+    /// (then the runs go one after the other). Same results: rows never mix in a forward.
+    fn forward_sharing(
+        &self,
+        req: &Request,
+        base: &Input,
+        opts: &ForwardOptions,
+    ) -> Result<Option<(Option<ForwardOutput>, ForwardOutput, Plan<'_>)>> {
+        let n = self.reps.len();
+        if self.config.mode != Mode::Parallel
+            || n == 0
+            || self.reps.iter().any(|r| r.unit == Unit::Time)
+        {
+            return Ok(None);
+        }
+        let locations = match &req.locations {
+            Some(l) if l.len() != n => return Ok(None),
+            Some(l) => l.clone(),
+            None => vec![Location::whole(); n],
+        };
+        let given = match &req.source_representations {
+            None => vec![None; n],
+            Some(v) if v.len() == n => v.clone(),
+            Some(_) => return Ok(None),
+        };
+        let sources = self.broadcast_sources(&req.sources)?;
+        let members: Vec<usize> = (0..n)
+            .filter(|&i| given[i].is_none() && self.needs_run(i))
+            .collect();
+        let Some(&first) = members.first() else {
+            return Ok(None);
+        };
+        let group = self.reps[first].group;
+        let Some(Some(src)) = sources.get(group) else {
+            return Ok(None);
+        };
+        // A getter reads the setter's own site or that module's input, which comes first.
+        let feeds_in_order = |i: usize| {
+            use Component::*;
+            let (get, set) = (self.source_site(i), self.reps[i].site);
+            get == set
+                || (get.layer == set.layer
+                    && matches!(
+                        (get.component, set.component),
+                        (BlockInput, BlockOutput)
+                            | (MlpInput, MlpOutput)
+                            | (AttentionInput, AttentionOutput)
+                    ))
+        };
+        if members
+            .iter()
+            .any(|&i| self.reps[i].group != group || !feeds_in_order(i))
+        {
+            return Ok(None);
+        }
+        let dims = self.resolve_subspaces(&req.subspaces)?;
+        // Setters are built with a stand-in source; the getter at their site fills it in.
+        let mut acts = given.clone();
+        let stand_in = Tensor::zeros(1, candle_core::DType::F32, self.model.device())?;
+        for &i in &members {
+            acts[i] = Some(stand_in.clone());
+        }
+        let mut plan = self.setters(&acts, &locations, &dims, &sources, |_| true)?;
+        for s in plan.setters.iter_mut().filter(|s| members.contains(&s.rep)) {
+            s.source = None;
+        }
+        for &i in &members {
+            plan.getters.push(Getter {
+                rep: i,
+                site: self.source_site(i),
+                units: locations[i].source.clone(),
+            });
+        }
+        let until = plan.getters.iter().map(|g| g.site.layer).max().unwrap_or(0);
+        let base_rows = base.batch_seq()?.0;
+        let mut hooks = Sharing {
+            plan,
+            base_rows,
+            pending: members,
+        };
+        // The unintervened run, when asked, shares the batch the same way, so that outputs the
+        // interventions cannot reach (earlier positions) stay bit-identical to it.
+        let original = match req.output_original {
+            false => None,
+            true => match self
+                .model
+                .forward_sharing(base, src, until, &mut NoHooks, opts)
+            {
+                None => return Ok(None),
+                Some(o) => Some(o?),
+            },
+        };
+        let Some(out) = self
+            .model
+            .forward_sharing(base, src, until, &mut hooks, opts)
+        else {
+            return Ok(None);
+        };
+        let out = out?;
+        let plan = hooks.plan;
+        for g in &plan.getters {
+            if !plan.got.contains_key(&g.rep) {
+                return Err(invalid!(
+                    "the source run never reached {} for {}",
+                    g.site,
+                    self.reps[g.rep].key
+                ));
+            }
+        }
+        Ok(Some((original, out, plan)))
     }
 
     /// Unit "t": every selected step must lie inside the sequence it selects from.
@@ -856,6 +983,21 @@ impl Hooks for Plan<'_> {
     }
 
     fn visit(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>> {
+        let set = self.set(site, value)?;
+        self.get(site, set.as_ref().unwrap_or(value))?;
+        Ok(set)
+    }
+
+    fn time_step(&mut self, t: usize) {
+        self.step = Some(t);
+        // Linked interventions hand outputs on within one step, never across steps.
+        self.hot.clear();
+    }
+}
+
+impl Plan<'_> {
+    /// The setters at `site`, in config order; `None` when none acted.
+    fn set(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>> {
         let mut x = value.clone();
         let mut changed = false;
         let (call, on_prompt) = (self.call, self.on_prompt);
@@ -879,24 +1021,58 @@ impl Hooks for Plan<'_> {
             };
             changed = true;
         }
+        Ok(changed.then_some(x))
+    }
+
+    /// The getters at `site` read `x`.
+    fn get(&mut self, site: Site, x: &Tensor) -> Result<()> {
         for g in self.getters.iter().filter(|g| g.site == site) {
             if self.owner.reps[g.rep].unit == Unit::Time {
                 let t = self.step.ok_or_else(|| {
                     invalid!("unit t needs a recurrent model that reports its time steps")
                 })?;
                 if let Some(slots) = time_steps::slots(&g.units, x.dim(0)?, t)? {
-                    self.step_got.entry(g.rep).or_default().read(&x, &slots)?;
+                    self.step_got.entry(g.rep).or_default().read(x, &slots)?;
                 }
             } else {
-                self.got.insert(g.rep, gather(&x, &g.units)?);
+                self.got.insert(g.rep, gather(x, &g.units)?);
             }
         }
-        Ok(changed.then_some(x))
+        Ok(())
+    }
+}
+
+/// The hooks of a base run that carries its source rows (after the base rows) up to the
+/// deepest getter: getters read the source rows, then setters act on the base rows with
+/// what the getters just read.
+struct Sharing<'a> {
+    plan: Plan<'a>,
+    base_rows: usize,
+    /// Representations whose setter source comes from a getter in this forward.
+    pending: Vec<usize>,
+}
+
+impl Hooks for Sharing<'_> {
+    fn wants(&self, site: Site) -> bool {
+        self.plan.wants(site)
     }
 
-    fn time_step(&mut self, t: usize) {
-        self.step = Some(t);
-        // Linked interventions hand outputs on within one step, never across steps.
-        self.hot.clear();
+    fn visit(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>> {
+        let rows = value.dim(0)?;
+        if rows == self.base_rows {
+            return self.plan.set(site, value);
+        }
+        let base = value.narrow(0, 0, self.base_rows)?;
+        let source = value.narrow(0, self.base_rows, rows - self.base_rows)?;
+        self.plan.get(site, &source)?;
+        for s in self.plan.setters.iter_mut() {
+            if s.source.is_none() && self.pending.contains(&s.rep) {
+                s.source = self.plan.got.get(&s.rep).cloned();
+            }
+        }
+        Ok(match self.plan.set(site, &base)? {
+            Some(b) => Some(Tensor::cat(&[&b, &source], 0)?),
+            None => None,
+        })
     }
 }

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::invalid;
-use crate::model::{ForwardOptions, Input, LogitPositions, Model, NoHooks};
+use crate::model::{ForwardOptions, Input, KvCache, LogitPositions, Model, NoHooks, Recorder};
 use crate::site::{Component, Site};
 use serde::Serialize;
 
@@ -188,28 +188,166 @@ pub fn patch_sweep(
         logits: LogitPositions::Last,
         ..Default::default()
     };
-    let single = |ids: &[u32]| -> Result<Readout> {
-        let out = model.forward(&Input::from_tokens(ids, dev)?, &mut NoHooks, &last)?;
-        let logits = out
+    let readout = |o: crate::model::ForwardOutput| -> Result<Readout> {
+        let logits = o
             .logits
             .ok_or_else(|| invalid!("this model produces no token logits"))?;
         Ok(readouts(&logits, &spec.watch)?.remove(0))
     };
-    let base_run = single(base)?;
-    let source_run = single(source)?;
+    // The clean base run keeps its keys and values and the residual stream entering every
+    // layer: a cell that patches layer l starts there, on the clean state, after the clean
+    // prefix before its position.
+    let mut clean_cache = KvCache::new();
+    let mut clean = Recorder::new(
+        (0..n_layers)
+            .map(|l| Site::new(l, Component::BlockInput))
+            .collect(),
+    );
+    let base_run = readout(model.forward_cached(
+        &Input::from_tokens(base, dev)?,
+        &mut clean,
+        &last,
+        &mut clean_cache,
+    )?)?;
+    let source_run =
+        readout(model.forward(&Input::from_tokens(source, dev)?, &mut NoHooks, &last)?)?;
 
-    // Cells at position p share the base's prefix 0..p: it runs once, and its keys and values
-    // serve every patched row at p.
+    progress(0, cells.len());
+    let mut out = match joined_cells(
+        model,
+        base,
+        &cells,
+        &positions,
+        &acts,
+        &clean,
+        &clean_cache,
+        spec,
+        &mut *progress,
+    )? {
+        Some(out) => out,
+        None => prefix_cells(model, base, &cells, &positions, &acts, spec, progress)?,
+    };
+    // Back to component, layer, position, head order.
+    let order = |c: &PatchCell| {
+        (
+            spec.components.iter().position(|&x| x == c.component),
+            c.layer,
+            c.position,
+            c.head,
+        )
+    };
+    out.sort_by_key(order);
+    Ok(PatchResult {
+        base: base.to_vec(),
+        source: source.to_vec(),
+        watch: spec.watch.clone(),
+        base_run,
+        source_run,
+        layers,
+        positions,
+        cells: out,
+    })
+}
+
+type Cell = (Component, usize, usize, Option<usize>);
+
+/// Every cell as its own row that joins the forward at its layer, on the clean residual stream
+/// and after the clean prefix before its position, so the layers below a cell's site run once
+/// (in the clean run) instead of once per cell. Cells at one position run together, by layer.
+/// `None` where the model cannot start a forward mid-model.
+#[allow(clippy::too_many_arguments)]
+fn joined_cells(
+    model: &Model,
+    base: &[u32],
+    cells: &[Cell],
+    positions: &[usize],
+    acts: &Activations,
+    clean: &Recorder,
+    clean_cache: &KvCache,
+    spec: &PatchSpec,
+    progress: Progress<'_>,
+) -> Result<Option<Vec<PatchCell>>> {
+    let dev = model.device();
+    let last = ForwardOptions {
+        logits: LogitPositions::Last,
+        ..Default::default()
+    };
     let bs = spec.batch_size.max(1);
     let total = cells.len();
     let mut out = Vec::with_capacity(total);
-    progress(0, total);
-    for &p in &positions {
+    for &p in positions {
+        let mut at_p: Vec<Cell> = cells.iter().copied().filter(|c| c.2 == p).collect();
+        at_p.sort_by_key(|&(c, l, _, h)| (l, spec.components.iter().position(|&x| x == c), h));
+        for chunk in at_p.chunks(bs) {
+            let mut joins: Vec<(usize, candle_core::Tensor)> = Vec::new();
+            for group in chunk.chunk_by(|a, b| a.1 == b.1) {
+                let l = group[0].1;
+                let Some(x) = clean.get(Site::new(l, Component::BlockInput)) else {
+                    return Ok(None);
+                };
+                let rows = x
+                    .narrow(1, p, base.len() - p)?
+                    .repeat((group.len(), 1, 1))?;
+                joins.push((l, rows));
+            }
+            let mut cache = clean_cache.prefix(p, chunk.len())?;
+            let mut hooks = RowPatcher::new(acts).with_offset(p);
+            for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
+                hooks.edit(RowEdit {
+                    row,
+                    site: Site::new(l, c),
+                    pos: p,
+                    head: h,
+                });
+            }
+            let input = repeated(&base[p..], chunk.len(), dev)?;
+            let Some(o) = model.forward_joined(&input, &joins, &mut hooks, &last, &mut cache)
+            else {
+                return Ok(None);
+            };
+            let logits = o?
+                .logits
+                .ok_or_else(|| invalid!("this model produces no token logits"))?;
+            for (&(c, l, p, h), r) in chunk.iter().zip(readouts(&logits, &spec.watch)?) {
+                out.push(PatchCell {
+                    component: c,
+                    layer: l,
+                    position: p,
+                    head: h,
+                    readout: r,
+                });
+            }
+            progress(out.len(), total);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Every cell as a whole forward from the embeddings, after the base's prefix before its
+/// position (computed once per position): for models that cannot start mid-model.
+fn prefix_cells(
+    model: &Model,
+    base: &[u32],
+    cells: &[Cell],
+    positions: &[usize],
+    acts: &Activations,
+    spec: &PatchSpec,
+    progress: Progress<'_>,
+) -> Result<Vec<PatchCell>> {
+    let dev = model.device();
+    let last = ForwardOptions {
+        logits: LogitPositions::Last,
+        ..Default::default()
+    };
+    let bs = spec.batch_size.max(1);
+    let total = cells.len();
+    let mut out = Vec::with_capacity(total);
+    for &p in positions {
         let at_p: Vec<_> = cells.iter().copied().filter(|c| c.2 == p).collect();
         let mut prefix = Prefix::run(model, &base[..p], 1, &mut NoHooks)?;
         for chunk in at_p.chunks(bs) {
             let mut cache = prefix.expand(model, chunk.len())?;
-            let mut hooks = RowPatcher::new(&acts).with_offset(p);
+            let mut hooks = RowPatcher::new(acts).with_offset(p);
             for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
                 hooks.edit(RowEdit {
                     row,
@@ -235,24 +373,5 @@ pub fn patch_sweep(
             progress(out.len(), total);
         }
     }
-    // Back to component, layer, position, head order.
-    let order = |c: &PatchCell| {
-        (
-            spec.components.iter().position(|&x| x == c.component),
-            c.layer,
-            c.position,
-            c.head,
-        )
-    };
-    out.sort_by_key(order);
-    Ok(PatchResult {
-        base: base.to_vec(),
-        source: source.to_vec(),
-        watch: spec.watch.clone(),
-        base_run,
-        source_run,
-        layers,
-        positions,
-        cells: out,
-    })
+    Ok(out)
 }

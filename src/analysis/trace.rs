@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::intervention::noise::RandomState;
 use crate::invalid;
 use crate::model::{ForwardOptions, Input, LogitPositions, Model, NoHooks};
+use crate::model::{Hooks, KvCache, Recorder};
 use crate::site::{Component, Site};
 use candle_core::Tensor;
 use serde::Serialize;
@@ -237,10 +238,23 @@ pub fn trace(
         &[target],
     )?[0]
         .probs[0];
+    // The corrupted run keeps its keys and values and the residual stream entering every
+    // layer, so a restoration starts at its first restored layer (see `joined_rows`).
     let mut corrupt = RowPatcher::new(&clean);
     corrupt.add(embed_site, noise.clone());
+    let mut corrupt_cache = KvCache::new();
+    let mut corrupt_states = Recorder::new(
+        (0..n_layers)
+            .map(|l| Site::new(l, Component::BlockInput))
+            .collect(),
+    );
     let p_corrupt = mean_target(&readouts(
-        &logits_of(model.forward(&repeated(tokens, s, dev)?, &mut corrupt, &last)?)?,
+        &logits_of(model.forward_cached(
+            &repeated(tokens, s, dev)?,
+            &mut Chain(&mut corrupt, &mut corrupt_states),
+            &last,
+            &mut corrupt_cache,
+        )?)?,
         &[target],
     )?);
 
@@ -264,7 +278,61 @@ pub fn trace(
     let total = (n - b) * opts.kinds.len() * n_layers * s;
     let mut done = 0;
     progress(0, total);
+    let first_layer = |ki: usize, l: usize| {
+        if opts.kinds[ki] == Component::BlockOutput {
+            l
+        } else {
+            window(l, opts.window, n_layers).start
+        }
+    };
+    let joined = Joined {
+        states: &corrupt_states,
+        cache: &corrupt_cache,
+    };
     for p in b..n {
+        let mut cells: Vec<(usize, usize)> = (0..opts.kinds.len())
+            .flat_map(|ki| (0..n_layers).map(move |l| (ki, l)))
+            .collect();
+        cells.sort_by_key(|&(ki, l)| (first_layer(ki, l), ki, l));
+        let mut ran = true;
+        for chunk in cells.chunks(per_chunk) {
+            let rows = chunk.len() * s;
+            let mut hooks = RowPatcher::new(&clean).with_offset(p);
+            let mut starts = Vec::with_capacity(chunk.len());
+            for (ci, &(ki, l)) in chunk.iter().enumerate() {
+                let kind = opts.kinds[ki];
+                let layers = if kind == Component::BlockOutput {
+                    l..l + 1
+                } else {
+                    window(l, opts.window, n_layers)
+                };
+                starts.push(layers.start);
+                for i in 0..s {
+                    for layer in layers.clone() {
+                        hooks.edit(RowEdit {
+                            row: ci * s + i,
+                            site: Site::new(layer, kind),
+                            pos: p,
+                            head: None,
+                        });
+                    }
+                }
+            }
+            let Some(out) = joined.run(model, &tokens[p..], p, &starts, &mut hooks, &last)? else {
+                ran = false;
+                break;
+            };
+            let r = readouts(&logits_of(out)?, &[target])?;
+            for (ci, &(ki, l)) in chunk.iter().enumerate() {
+                grids[ki].scores[p][l] = mean_target(&r[ci * s..(ci + 1) * s]);
+            }
+            done += rows;
+            progress(done, total);
+        }
+        if ran {
+            continue;
+        }
+        // The model cannot start mid-model: every row runs from the embeddings.
         let mut prefix = {
             let mut hooks = RowPatcher::new(&clean);
             if p > 0 {
@@ -325,6 +393,64 @@ pub fn trace(
         p_corrupt,
         grids,
     })
+}
+
+/// The corrupted run's residual stream entering every layer and its keys and values: rows that
+/// restore from layer l on are identical to it below l, so they join the forward there.
+struct Joined<'a> {
+    states: &'a Recorder,
+    cache: &'a KvCache,
+}
+
+impl Joined<'_> {
+    /// One forward over `suffix` (the prompt from position `p` on) for `starts.len()` groups of
+    /// `samples` rows, group i joining at layer `starts[i]` (non-decreasing); `None` where the
+    /// model cannot start mid-model.
+    fn run(
+        &self,
+        model: &Model,
+        suffix: &[u32],
+        p: usize,
+        starts: &[usize],
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Result<Option<crate::model::ForwardOutput>> {
+        let mut joins: Vec<(usize, Tensor)> = Vec::new();
+        for group in starts.chunk_by(|a, b| a == b) {
+            let Some(x) = self.states.get(Site::new(group[0], Component::BlockInput)) else {
+                return Ok(None);
+            };
+            let rows = x.narrow(1, p, suffix.len())?.repeat((group.len(), 1, 1))?;
+            joins.push((group[0], rows));
+        }
+        let samples = self.cache.rows();
+        let mut cache = self.cache.prefix(p, starts.len())?;
+        let input = repeated(suffix, starts.len() * samples, model.device())?;
+        model
+            .forward_joined(&input, &joins, hooks, opts, &mut cache)
+            .transpose()
+    }
+}
+
+/// Two hooks in turn at every site (the second sees the first's result).
+struct Chain<'a>(&'a mut dyn Hooks, &'a mut dyn Hooks);
+
+impl Hooks for Chain<'_> {
+    fn wants(&self, site: Site) -> bool {
+        self.0.wants(site) || self.1.wants(site)
+    }
+    fn visit(&mut self, site: Site, value: &Tensor) -> Result<Option<Tensor>> {
+        let a = if self.0.wants(site) {
+            self.0.visit(site, value)?
+        } else {
+            None
+        };
+        let x = a.as_ref().unwrap_or(value);
+        if !self.1.wants(site) {
+            return Ok(a);
+        }
+        Ok(self.1.visit(site, x)?.or(a))
+    }
 }
 
 /// ROME's window of layers around `layer`: `max(0, l - w/2) .. min(n, l + ceil(w/2))`.

@@ -125,6 +125,11 @@ impl Attention {
             None => (q, k),
         };
         let (q, k) = match inputs.rotary {
+            Some((cos, sin)) if !inputs.differentiable => {
+                // One fused pass per tensor; the tables are halved once for q and k.
+                let half = ops::RotaryHalves::new(cos, sin, q.dim(3)?)?;
+                (half.apply(&q, cos, sin)?, half.apply(&k, cos, sin)?)
+            }
             Some((cos, sin)) => (
                 ops::apply_rotary(&q, cos, sin)?,
                 ops::apply_rotary(&k, cos, sin)?,

@@ -41,6 +41,45 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// Rows (batch size) of the cached keys; 0 when empty.
+    pub fn rows(&self) -> usize {
+        match self.layers.iter().flatten().next() {
+            Some((k, _)) => k.dim(0).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// The first `len` positions of every layer, the whole cache repeated `times` times (row
+    /// `i * rows + r` continues row `r`): the shared prefix of runs that differ after it.
+    pub fn prefix(&self, len: usize, times: usize) -> Result<KvCache> {
+        let mut out = KvCache::new();
+        if len == 0 {
+            return Ok(out);
+        }
+        for (l, kv) in self.layers.iter().enumerate() {
+            if let Some((k, v)) = kv {
+                let k = k.narrow(2, 0, len)?.repeat((times, 1, 1, 1))?;
+                let v = v.narrow(2, 0, len)?.repeat((times, 1, 1, 1))?;
+                out.append(l, k, v)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps only the first `rows` rows of `layer`'s keys and values (forwards whose rows join
+    /// at different layers: below its last join, a layer runs on fewer rows).
+    pub(crate) fn keep_rows(&mut self, layer: usize, rows: usize) -> Result<()> {
+        if let Some(Some((k, v))) = self.layers.get_mut(layer) {
+            if k.dim(0)? > rows {
+                *k = k.narrow(0, 0, rows)?;
+                *v = v.narrow(0, 0, rows)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Passes k and v through the cache when there is one.
 pub(crate) fn through(
     cache: &mut Option<&mut KvCache>,

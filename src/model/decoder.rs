@@ -288,6 +288,101 @@ impl Architecture for Decoder {
         input: &Input,
         hooks: &mut dyn Hooks,
         opts: &ForwardOptions,
+        cache: Option<&mut KvCache>,
+    ) -> Result<ForwardOutput> {
+        self.run(input, &[], None, hooks, opts, cache)
+    }
+
+    fn forward_sharing(
+        &self,
+        input: &Input,
+        extra: &Input,
+        until: usize,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Option<Result<ForwardOutput>> {
+        let by_ids = |i: &Input| i.ids.is_some() && i.embeds.is_none();
+        let (Ok((_, s)), Ok((_, s2))) = (input.batch_seq(), extra.batch_seq()) else {
+            return None;
+        };
+        if !by_ids(input) || !by_ids(extra) || s != s2 || until >= self.blocks.len() {
+            return None;
+        }
+        let both = match (&input.ids, &extra.ids) {
+            (Some(a), Some(b)) if a.dtype() == b.dtype() => Tensor::cat(&[a, b], 0),
+            _ => return None,
+        };
+        Some(both.map_err(Into::into).and_then(|ids| {
+            let mut both = Input::from_ids(ids);
+            let dev = self.embed.device();
+            let masked = input.attention_mask.is_some() || extra.attention_mask.is_some();
+            if masked {
+                let mask = |i: &Input| -> Result<Tensor> {
+                    Ok(match i.mask_f32(0)? {
+                        Some(m) => m,
+                        None => Tensor::ones(i.batch_seq()?, candle_core::DType::F32, dev)?,
+                    })
+                };
+                both.attention_mask = Some(Tensor::cat(&[mask(input)?, mask(extra)?], 0)?);
+            }
+            if masked || input.position_ids.is_some() || extra.position_ids.is_some() {
+                // Each part keeps the positions it would have alone.
+                both.position_ids = Some(Tensor::cat(
+                    &[input.positions(dev, 0)?, extra.positions(dev, 0)?],
+                    0,
+                )?);
+            }
+            self.run(&both, &[], Some((until, input)), hooks, opts, None)
+        }))
+    }
+
+    fn forward_joined(
+        &self,
+        input: &Input,
+        joins: &[(usize, Tensor)],
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+        cache: Option<&mut KvCache>,
+    ) -> Option<Result<ForwardOutput>> {
+        Some(self.run(input, joins, None, hooks, opts, cache))
+    }
+
+    fn sites(&self) -> Vec<SiteInfo> {
+        decoder_sites(&self.shape())
+    }
+
+    fn info(&self) -> ModelInfo {
+        let s = &self.sizes;
+        ModelInfo {
+            model_type: s.model_type.clone(),
+            n_layers: self.blocks.len(),
+            hidden_size: s.hidden,
+            vocab_size: Some(s.vocab),
+            max_positions: s.context_limit,
+            n_heads: s.heads,
+            n_kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            intermediate_size: s.intermediate,
+            n_params: self.n_params,
+            weight_bytes: self.weight_bytes,
+            head: self.head.kind(),
+            num_labels: self.head.num_labels(),
+        }
+    }
+}
+
+impl Decoder {
+    /// The forward; with `joins`, rows enter at their join's layer (see
+    /// `Architecture::forward_joined`) and nothing below the first join runs; with
+    /// `leave = (l, kept)`, only the first rows (`kept`'s) go on after layer l, and the head
+    /// reads `kept` (see `Architecture::forward_sharing`).
+    fn run(
+        &self,
+        input: &Input,
+        joins: &[(usize, Tensor)],
+        leave: Option<(usize, &Input)>,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
         mut cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
         if cache.is_some() && matches!(self.head, Head::Classifier { .. }) {
@@ -299,7 +394,26 @@ impl Architecture for Decoder {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let (b, s) = input.batch_seq()?;
         let dev = self.embed.device();
-        let mut x = self.embed(input, past)?;
+        let first = match joins.first() {
+            Some((l, _)) => *l,
+            None => 0,
+        };
+        if joins.windows(2).any(|w| w[0].0 > w[1].0) || first >= self.blocks.len().max(1) {
+            return Err(invalid!(
+                "joined rows must come by increasing layer, below {}",
+                self.blocks.len()
+            ));
+        }
+        let joined: usize = joins.iter().map(|(_, t)| t.dim(0).unwrap_or(0)).sum();
+        if !joins.is_empty() && joined != b {
+            return Err(invalid!(
+                "the joined rows add up to {joined}, but the input has {b} rows"
+            ));
+        }
+        let mut x = match joins.first() {
+            Some((_, t)) => t.clone(),
+            None => self.embed(input, past)?,
+        };
         let mask = input.mask_f32(past)?;
         let positions = input.positions(dev, past)?;
         let rotary: Vec<(Tensor, Tensor)> = self
@@ -326,46 +440,62 @@ impl Architecture for Decoder {
                 )?);
             }
         }
-        for (i, blk) in self.blocks.iter().enumerate() {
+        for (i, blk) in self.blocks.iter().enumerate().skip(first) {
             let o = &blk.attn.opts;
-            let inputs = AttentionInputs {
-                bias: &biases[&mask_kind(o)],
-                rotary: o.rope.map(|r| &rotary[r]),
-                differentiable: opts.differentiable,
-            };
-            x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            let bias = &biases[&mask_kind(o)];
+            let rot = o.rope.map(|r| &rotary[r]);
+            if !joins.is_empty() {
+                let new: Vec<&Tensor> = joins[1..]
+                    .iter()
+                    .filter(|(l, _)| *l == i)
+                    .map(|(_, t)| t)
+                    .collect();
+                if !new.is_empty() {
+                    let mut all = vec![&x];
+                    all.extend(new);
+                    x = Tensor::cat(&all, 0)?;
+                }
+            }
+            let rows = x.dim(0)?;
+            if rows < b {
+                // Rows that join higher up are not in the batch yet.
+                if let Some(c) = cache.as_deref_mut() {
+                    c.keep_rows(i, rows)?;
+                }
+                let bias = bias.narrow(0, 0, rows)?;
+                let rot = match rot {
+                    Some((c, s)) => Some((c.narrow(0, 0, rows)?, s.narrow(0, 0, rows)?)),
+                    None => None,
+                };
+                let inputs = AttentionInputs {
+                    bias: &bias,
+                    rotary: rot.as_ref(),
+                    differentiable: opts.differentiable,
+                };
+                x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            } else {
+                let inputs = AttentionInputs {
+                    bias,
+                    rotary: rot,
+                    differentiable: opts.differentiable,
+                };
+                x = blk.forward(i, x, &inputs, hooks, &mut cache)?;
+            }
             if opts.stop_after_layer == Some(i) {
                 return Ok(ForwardOutput {
                     logits: None,
                     hidden: x,
                 });
             }
+            if let Some((l, kept)) = leave {
+                if l == i {
+                    x = x.narrow(0, 0, kept.batch_seq()?.0)?;
+                }
+            }
         }
+        let head_input = leave.map_or(input, |(_, kept)| kept);
         let hidden = self.final_norm.forward(&x, opts.differentiable)?;
-        let logits = self.head.forward(&hidden, &opts.logits, input)?;
+        let logits = self.head.forward(&hidden, &opts.logits, head_input)?;
         Ok(ForwardOutput { logits, hidden })
-    }
-
-    fn sites(&self) -> Vec<SiteInfo> {
-        decoder_sites(&self.shape())
-    }
-
-    fn info(&self) -> ModelInfo {
-        let s = &self.sizes;
-        ModelInfo {
-            model_type: s.model_type.clone(),
-            n_layers: self.blocks.len(),
-            hidden_size: s.hidden,
-            vocab_size: Some(s.vocab),
-            max_positions: s.context_limit,
-            n_heads: s.heads,
-            n_kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-            intermediate_size: s.intermediate,
-            n_params: self.n_params,
-            weight_bytes: self.weight_bytes,
-            head: self.head.kind(),
-            num_labels: self.head.num_labels(),
-        }
     }
 }

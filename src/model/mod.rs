@@ -57,6 +57,36 @@ pub trait Architecture: Send + Sync {
         opts: &ForwardOptions,
         cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput>;
+    /// A forward whose rows join at different layers: `joins` (by increasing layer) gives the
+    /// residual stream entering each join's layer for the rows that start there; rows are
+    /// appended in join order, and the layers below a row's join are not computed for it.
+    /// `input` describes all rows (mask, positions, logit positions); `cache` holds the
+    /// cached prefix for all rows. `None` where the architecture cannot start mid-model.
+    fn forward_joined(
+        &self,
+        _input: &Input,
+        _joins: &[(usize, Tensor)],
+        _hooks: &mut dyn Hooks,
+        _opts: &ForwardOptions,
+        _cache: Option<&mut KvCache>,
+    ) -> Option<Result<ForwardOutput>> {
+        None
+    }
+    /// Runs `extra`'s rows after `input`'s in one batch through layer `until`, and only
+    /// `input`'s rows above it (a source run beside its base run: same weights read once).
+    /// Hooks see (input rows, then extra rows) up to `until`, input rows above. The output is
+    /// `input`'s. `None` where the two cannot share a batch (different lengths, padding, or an
+    /// architecture that cannot drop rows mid-model).
+    fn forward_sharing(
+        &self,
+        _input: &Input,
+        _extra: &Input,
+        _until: usize,
+        _hooks: &mut dyn Hooks,
+        _opts: &ForwardOptions,
+    ) -> Option<Result<ForwardOutput>> {
+        None
+    }
     /// Every component this architecture exposes, with its dimension.
     fn sites(&self) -> Vec<SiteInfo>;
     fn info(&self) -> ModelInfo;
@@ -207,6 +237,41 @@ impl Model {
     ) -> Result<ForwardOutput> {
         self.check_input(input, opts, cache.len())?;
         self.arch.forward(input, hooks, opts, Some(cache))
+    }
+
+    /// `Architecture::forward_joined` after the usual input checks; `None` where the
+    /// architecture cannot start mid-model.
+    pub fn forward_joined(
+        &self,
+        input: &Input,
+        joins: &[(usize, Tensor)],
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+        cache: &mut KvCache,
+    ) -> Option<Result<ForwardOutput>> {
+        if let Err(e) = self.check_input(input, opts, cache.len()) {
+            return Some(Err(e));
+        }
+        self.arch
+            .forward_joined(input, joins, hooks, opts, Some(cache))
+    }
+
+    /// `Architecture::forward_sharing` after the usual input checks.
+    pub fn forward_sharing(
+        &self,
+        input: &Input,
+        extra: &Input,
+        until: usize,
+        hooks: &mut dyn Hooks,
+        opts: &ForwardOptions,
+    ) -> Option<Result<ForwardOutput>> {
+        if let Err(e) = self
+            .check_input(input, opts, 0)
+            .and_then(|_| self.check_input(extra, opts, 0))
+        {
+            return Some(Err(e));
+        }
+        self.arch.forward_sharing(input, extra, until, hooks, opts)
     }
 
     /// Plain forward: logits for all positions, no hooks.

@@ -159,6 +159,34 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// Rotary tables in the layout of candle's fused rotate-half kernel (batch, seq, d/2), for the
+/// forward without gradients; `None` inside when only part of each head rotates.
+pub struct RotaryHalves(Option<(Tensor, Tensor)>);
+
+impl RotaryHalves {
+    /// From `apply_rotary`'s tables (batch, 1, seq, rot) for heads of width `d`.
+    pub fn new(cos: &Tensor, sin: &Tensor, d: usize) -> Result<Self> {
+        let rot = cos.dim(D::Minus1)?;
+        if rot != d || cos.dim(1)? != 1 {
+            return Ok(RotaryHalves(None));
+        }
+        let half = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.narrow(D::Minus1, 0, rot / 2)?.squeeze(1)?.contiguous()?)
+        };
+        Ok(RotaryHalves(Some((half(cos)?, half(sin)?))))
+    }
+
+    /// `apply_rotary(x, cos, sin)` in one pass where the tables allow.
+    pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        match &self.0 {
+            Some((c, s)) if x.dtype() == c.dtype() => {
+                Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, c, s)?)
+            }
+            _ => apply_rotary(x, cos, sin),
+        }
+    }
+}
+
 /// (batch, seq, heads * d) -> (batch, heads, seq, d)
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, s, hd) = x.dims3()?;
