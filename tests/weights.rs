@@ -242,6 +242,44 @@ fn every_storage_matches_a_dense_matmul() {
     ));
 }
 
+/// Quantized weights of every GGML type candle multiplies: each row of a batch comes out bit
+/// for bit as it does alone or in any other batch (an interchange must not move the values
+/// at positions it leaves alone). Shapes that take candle's repacked x86 tiles (out a multiple
+/// of 16, in of 256) and ones that do not; 1 to 37 rows.
+#[test]
+fn quantized_matmul_rows_do_not_depend_on_the_batch() {
+    use candle_core::quantized::GgmlDType as G;
+    let types = [
+        G::Q4_0,
+        G::Q4_1,
+        G::Q5_0,
+        G::Q5_1,
+        G::Q8_0,
+        G::Q2K,
+        G::Q3K,
+        G::Q4K,
+        G::Q5K,
+        G::Q6K,
+        G::Q8K,
+    ];
+    for dtype in types {
+        for (out, inn) in [(64, 512), (36, 256), (49, 64)] {
+            if inn % dtype.block_size() != 0 {
+                continue;
+            }
+            let q = QTensor::quantize(&uniform(&[out, inn], 11), dtype).unwrap();
+            let lin = FLinear::from_weight(Weight::Quantized(std::sync::Arc::new(q)), None).unwrap();
+            let x = uniform(&[37, inn], 12);
+            let all = lin.forward(&x).unwrap();
+            for (start, rows) in [(0, 1), (5, 1), (36, 1), (1, 2), (3, 4), (0, 5), (2, 33)] {
+                let part = lin.forward(&x.narrow(0, start, rows).unwrap()).unwrap();
+                let d = max_abs_diff(&part, &all.narrow(0, start, rows).unwrap());
+                assert_eq!(d, 0.0, "{dtype:?} ({out}x{inn}): rows {start}..+{rows} differ by {d}");
+            }
+        }
+    }
+}
+
 /// The frozen backward of every storage kind: the input's gradient matches central finite
 /// differences of the training forward (exact f32 math on the stored weights).
 #[test]

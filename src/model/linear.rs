@@ -181,6 +181,38 @@ impl Weight {
         }
     }
 
+    pub fn device(&self) -> candle_core::Device {
+        match self {
+            Weight::F32(t) | Weight::Half(t) => t.device().clone(),
+            Weight::Quantized(q) => q.device(),
+        }
+    }
+
+    /// Whether `other` is this very weight (a tied LM head and its embedding).
+    pub fn same_as(&self, other: &Weight) -> bool {
+        match (self, other) {
+            (Weight::F32(a), Weight::F32(b)) | (Weight::Half(a), Weight::Half(b)) => {
+                a.id() == b.id()
+            }
+            (Weight::Quantized(a), Weight::Quantized(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Rows `ids` (any shape of integer ids) as f32 (ids..., in): an embedding lookup that
+    /// widens or dequantizes only the rows gathered.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let flat = ids.flatten_all()?;
+        let rows = match self {
+            Weight::F32(t) => t.index_select(&flat, 0)?,
+            Weight::Half(t) => t.index_select(&flat, 0)?.to_dtype(DType::F32)?,
+            Weight::Quantized(q) => q.embedding(&flat)?,
+        };
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.dims()?.1);
+        Ok(rows.reshape(dims)?)
+    }
+
     /// The weight as f32 (out, in); for half and quantized storage a transient copy.
     pub fn to_f32(&self) -> Result<Tensor> {
         Ok(match self {
@@ -202,22 +234,52 @@ impl Weight {
                 .matmul(&w.t()?)?
                 .to_dtype(DType::F32)?,
             Weight::Half(w) => x.matmul(&w.to_dtype(DType::F32)?.t()?)?,
-            // Exact f32 math on the matrix dequantized for this call: the same numbers whatever
-            // the batch (an interchange must not change values at positions it leaves alone),
-            // and on these CPUs faster than candle's quantized kernels even when decoding
-            // (SmolLM2 Q4_1, 32 tokens: 1.0 s vs 7.1 s; f32 weights 0.8 s).
-            Weight::Quantized(q) if q.shape().elem_count() * 4 <= DEQUANTIZE_MAX_BYTES => {
-                x.matmul(&q.dequantize(&q.device())?.t()?)?
-            }
-            // A matrix too large to copy transiently: candle's quantized kernels (activations
-            // rounded to 8 bits in the block dot products, as llama.cpp does).
-            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+            Weight::Quantized(q) => quantized_matmul(q, x)?,
         })
     }
 }
 
-/// Largest transient f32 copy of a quantized matrix made for one matmul.
-const DEQUANTIZE_MAX_BYTES: usize = 256 << 20;
+/// `x @ q^T` with candle's quantized kernels: each activation row is rounded to 8-bit blocks
+/// on its own and dotted with the weight blocks in integers, as llama.cpp does. A row's result
+/// depends on that row alone (batch invariant: an interchange leaves the values at positions
+/// it does not touch as the base run has them), except where candle picks its kernel by the
+/// number of rows: there rows go through in chunks that all take the kernel one row takes.
+fn quantized_matmul(q: &Arc<QTensor>, x: &Tensor) -> Result<Tensor> {
+    let mm = QMatMul::QTensor(q.clone());
+    let rows = x.dim(0)?;
+    let chunk = rows_per_call(q.dtype()).unwrap_or(rows).max(1);
+    if rows <= chunk {
+        return Ok(mm.forward(x)?);
+    }
+    let parts = (0..rows)
+        .step_by(chunk)
+        .map(|start| mm.forward(&x.narrow(0, start, chunk.min(rows - start))?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Most rows one quantized matmul may take so that every row is computed as a lone row would
+/// be (`None`: any number). candle 0.11 on x86-64 multiplies Q6_K by more than one row with
+/// repacked tiles and one row with the compact blocks (results differ by float rounding), and
+/// Q4_K by 32 rows or more with AMX where the CPU has it; on aarch64 its packed kernels differ
+/// between one row and tiles of four. tests/weights.rs checks every type bit for bit.
+fn rows_per_call(dtype: GgmlDType) -> Option<usize> {
+    use GgmlDType as G;
+    if cfg!(target_arch = "x86_64") {
+        match dtype {
+            G::Q6K => Some(1),
+            G::Q4K => Some(31),
+            _ => None,
+        }
+    } else if cfg!(target_arch = "aarch64") {
+        match dtype {
+            G::Q4_0 | G::Q4K | G::Q5K | G::Q6K | G::Q8_0 => Some(1),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
 
 /// Whether every value of `x` is finite in f16 (|x| <= 65504).
 fn fits_f16(x: &Tensor) -> Result<bool> {
@@ -421,6 +483,49 @@ pub(crate) fn load_weight(
         WeightMode::Q8_0 | WeightMode::Q4K => mode.store(w),
         _ => Weight::dense(w),
     }
+}
+
+/// Loads a token embedding `name` (full name, `...weight`) of shape (vocab, hidden), kept
+/// compact where the mode allows, since lookups widen only the rows they gather: as stored
+/// (GGUF blocks stay quantized, half stays half), half in the f16/bf16 modes, else f32 (the
+/// quantized modes quantize linears only).
+pub(crate) fn load_embedding(
+    vb: &candle_nn::VarBuilder,
+    vocab: usize,
+    hidden: usize,
+) -> Result<Weight> {
+    let full = format!("{}.weight", vb.prefix());
+    let (mode, stored, q) = PLAN.with(|p| {
+        let p = p.borrow();
+        match p.as_ref() {
+            None => (WeightMode::F32, None, None),
+            Some(p) => (
+                p.mode,
+                p.stored_dtypes.get(&full).copied(),
+                p.quantized.get(&full).cloned(),
+            ),
+        }
+    });
+    if let Some(q) = q {
+        let dims = q.shape().dims().to_vec();
+        if dims != [vocab, hidden] {
+            return Err(crate::invalid!(
+                "{full}: shape {dims:?}, expected [{vocab}, {hidden}]"
+            ));
+        }
+        return match mode {
+            WeightMode::AsStored => Weight::from_qtensor(q),
+            WeightMode::F16 => Weight::dense(q.dequantize_f16(&q.device())?),
+            WeightMode::Bf16 => Weight::dense(q.dequantize(&q.device())?.to_dtype(DType::BF16)?),
+            _ => Weight::dense(q.dequantize(&q.device())?),
+        };
+    }
+    let dtype = match mode {
+        WeightMode::AsStored | WeightMode::F16 | WeightMode::Bf16 => read_dtype(mode, stored),
+        _ => DType::F32,
+    };
+    let w = vb.get_with_hints_dtype((vocab, hidden), "weight", Default::default(), dtype)?;
+    Weight::dense(w)
 }
 
 /// The dtype to read a linear weight in: as stored (half stays half), the half dtype asked,
