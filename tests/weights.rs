@@ -280,6 +280,26 @@ fn quantized_matmul_rows_do_not_depend_on_the_batch() {
     }
 }
 
+/// The types vene multiplies with its own AVX2 kernel (candle's are scalar on x86-64) give
+/// what candle's kernel gives: both round activations to 8-bit blocks (candle keeps the block
+/// scale in f16, vene in f32, hence the small tolerance).
+#[test]
+fn own_quantized_kernels_match_candle() {
+    use candle_core::quantized::{GgmlDType as G, QMatMul};
+    for dtype in [G::Q4_1, G::Q5_0, G::Q5_1] {
+        let q = std::sync::Arc::new(QTensor::quantize(&uniform(&[40, 512], 13), dtype).unwrap());
+        let x = uniform(&[7, 512], 14);
+        let lin = FLinear::from_weight(Weight::Quantized(q.clone()), None).unwrap();
+        let got = lin.forward(&x).unwrap();
+        let want = QMatMul::QTensor(q.clone()).forward(&x).unwrap();
+        let exact = x.matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap()).unwrap();
+        let (d, e) = (max_abs_diff(&got, &want), max_abs_diff(&got, &exact));
+        println!("{dtype:?}: vs candle {d:.2e}, vs exact f32 {e:.2e}, max |y| {:.2}", max_abs(&want));
+        assert!(d <= 2e-3 * max_abs(&want), "{dtype:?}: {d}");
+        assert!(e <= 1e-2 * max_abs(&want), "{dtype:?}: {e}");
+    }
+}
+
 /// The frozen backward of every storage kind: the input's gradient matches central finite
 /// differences of the training forward (exact f32 math on the stored weights).
 #[test]
@@ -370,7 +390,10 @@ fn gguf_blocks_kept_quantized_match_the_dequantized_reference() {
         println!(
             "{qtype:>5} as stored: max |logit diff| {d:.2e} (max |logit| {scale:.2}), weights {kb} B (f32: {db} B)"
         );
-        assert!(d <= 3e-2 * scale, "{qtype}: {d}");
+        // 4%: the fixtures' rows are one 32-value block, and their tied LM head is the
+        // quantized embedding, multiplied (as llama.cpp does) with 8-bit activations too
+        // (measured: Q5_1 3.0%, Q4_0 1.9%, others below; 3% held while the head was f32).
+        assert!(d <= 4e-2 * scale, "{qtype}: {d}");
         if qtype != "F32" && qtype != "Q8_K" {
             assert!(kb < db, "{qtype}: {kb} B kept vs {db} B dequantized");
         }

@@ -245,6 +245,10 @@ impl Weight {
 /// it does not touch as the base run has them), except where candle picks its kernel by the
 /// number of rows: there rows go through in chunks that all take the kernel one row takes.
 fn quantized_matmul(q: &Arc<QTensor>, x: &Tensor) -> Result<Tensor> {
+    // Types candle multiplies with scalar code only (Q4_1, Q5_0, Q5_1): our AVX2 kernel.
+    if super::quant_avx2::supports(q) {
+        return super::quant_avx2::matmul(q, x);
+    }
     let mm = QMatMul::QTensor(q.clone());
     let rows = x.dim(0)?;
     let chunk = rows_per_call(q.dtype()).unwrap_or(rows).max(1);

@@ -13,6 +13,7 @@ pub mod head;
 pub mod hooks;
 pub mod input;
 pub mod linear;
+mod quant_avx2;
 pub mod llama;
 pub mod load;
 mod memory;
