@@ -113,6 +113,7 @@ type ModelInfo struct {
 	ModelType, Source                                                 string
 	Layers, Hidden, Vocab, MaxPositions, Heads, KVHeads, HeadDim, FFN int
 	Params                                                            int
+	WeightBytes                                                       int   // bytes the weights occupy in memory as loaded
 	BOS, EOS, Pad                                                     int64 // -1 when absent
 	HasTokenizer                                                      bool
 }
@@ -123,13 +124,26 @@ type SiteInfo struct {
 	Dim, Heads                int
 }
 
+// LoadOptions choose how a model loads. The zero value is LoadModel's defaults.
+type LoadOptions struct {
+	// RequireTokenizer fails the load unless the model has a tokenizer.
+	RequireTokenizer bool
+	// Weights is how to keep the weights in memory: "as-stored" (the default when empty:
+	// f16/bf16 stay half, GGUF blocks stay quantized), "f32", "f16", "bf16", or quantized at
+	// load to "q8_0" or "q4_k".
+	Weights string
+}
+
 // LoadModel loads a Hugging Face model directory or a GGUF file.
-func LoadModel(path string) (*Model, error) { return loadModel(path, false) }
+func LoadModel(path string) (*Model, error) { return LoadModelWith(path, LoadOptions{}) }
 
 // LoadModelWithTokenizer is LoadModel, failing when the model has no tokenizer.
-func LoadModelWithTokenizer(path string) (*Model, error) { return loadModel(path, true) }
+func LoadModelWithTokenizer(path string) (*Model, error) {
+	return LoadModelWith(path, LoadOptions{RequireTokenizer: true})
+}
 
-func loadModel(path string, tok bool) (*Model, error) {
+// LoadModelWith loads a model with the given options.
+func LoadModelWith(path string, o LoadOptions) (*Model, error) {
 	var a arena
 	defer a.free()
 	opts := (*C.vene_model_options)(a.alloc(C.sizeof_vene_model_options))
@@ -138,8 +152,11 @@ func loadModel(path string, tok bool) (*Model, error) {
 		if s := C.vene_model_options_init(opts, C.sizeof_vene_model_options); s != C.VENE_OK {
 			return s
 		}
-		if tok {
+		if o.RequireTokenizer {
 			opts.require_tokenizer = 1
+		}
+		if o.Weights != "" {
+			opts.weights = a.str(o.Weights)
 		}
 		return C.vene_model_load(a.str(path), opts, &p)
 	})
@@ -188,6 +205,7 @@ func (m *Model) Info() (ModelInfo, error) {
 			MaxPositions: int(i.max_positions), Heads: int(i.n_heads), KVHeads: int(i.n_kv_heads),
 			HeadDim: int(i.head_dim), FFN: int(i.intermediate_size), Params: int(i.n_params),
 			BOS: int64(i.bos_id), EOS: int64(i.eos_id), Pad: int64(i.pad_id),
+			WeightBytes:  int(i.weight_bytes),
 			HasTokenizer: i.has_tokenizer != 0,
 		}
 		return nil

@@ -74,6 +74,11 @@ int main(int argc, char **argv) {
   vene::ModelInfo info = model.info();
   EXPECT(info.model_type == "llama" && info.n_layers == 2 && info.vocab_size == 96);
   EXPECT(info.bos_id == 1 && !info.has_tokenizer);
+  // Weight modes: f16 halves the f32 fixture's resident bytes; a bad mode names itself.
+  size_t f16_bytes = vene::Model::load(argv[1], vene::Tokenizer::optional, "f16").info().weight_bytes;
+  EXPECT(info.weight_bytes > 0 && f16_bytes < info.weight_bytes && 3 * f16_bytes > info.weight_bytes);
+  expect_error([&] { vene::Model::load(argv[1], vene::Tokenizer::optional, "q3"); },
+               VENE_ERR_INVALID_INPUT, "q3");
   auto sites = model.sites();
   EXPECT(sites.size() == 16 && sites[0].component == "block_input" && sites[0].dim == 32);
 

@@ -196,6 +196,8 @@ struct ModelInfo {
       intermediate_size, n_params;
   std::optional<int32_t> bos_id, eos_id, pad_id;
   bool has_tokenizer;
+  /// Bytes the weights occupy in memory as loaded.
+  size_t weight_bytes;
 };
 
 struct SiteInfo {
@@ -209,10 +211,14 @@ enum class Tokenizer { optional, required };
 /// A loaded model; shareable across threads.
 class Model {
  public:
-  static Model load(const std::string &path, Tokenizer tokenizer = Tokenizer::optional) {
+  /// `weights`: how to keep the weights in memory: "as-stored" (the default when empty:
+  /// f16/bf16 stay half, GGUF blocks stay quantized), "f32", "f16", "bf16", "q8_0", "q4_k".
+  static Model load(const std::string &path, Tokenizer tokenizer = Tokenizer::optional,
+                    const std::string &weights = "") {
     vene_model_options o;
     check(vene_model_options_init(&o, sizeof o));
     o.require_tokenizer = tokenizer == Tokenizer::required ? 1 : 0;
+    o.weights = weights.empty() ? nullptr : weights.c_str();
     vene_model *m;
     check(vene_model_load(path.c_str(), &o, &m));
     return Model(m);
@@ -225,7 +231,7 @@ class Model {
     return {i.model_type,    i.source,       i.n_layers,    i.hidden_size,
             i.vocab_size,    i.max_positions, i.n_heads,    i.n_kv_heads,
             i.head_dim,      i.intermediate_size, i.n_params, id(i.bos_id),
-            id(i.eos_id),    id(i.pad_id),   i.has_tokenizer != 0};
+            id(i.eos_id),    id(i.pad_id),   i.has_tokenizer != 0, i.weight_bytes};
   }
   std::vector<SiteInfo> sites() const {
     size_t n = 0;

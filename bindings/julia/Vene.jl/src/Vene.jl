@@ -145,6 +145,13 @@ struct CModelInfo
     bos_id::Int64
     eos_id::Int64
     pad_id::Int64
+    weight_bytes::Csize_t
+end
+
+struct CModelOptions
+    struct_size::UInt32
+    require_tokenizer::UInt32
+    weights::Ptr{UInt8}
 end
 
 struct CSiteInfo
@@ -263,21 +270,28 @@ end
 live(x) = x.ptr == C_NULL ? throw(VeneError(Int32(-2), :invalid_handle, "$(typeof(x)) is closed")) : x.ptr
 
 """
-    load_model(path; require_tokenizer=false) -> Model
+    load_model(path; require_tokenizer=false, weights=nothing) -> Model
 
-Loads a Hugging Face model directory or a GGUF file.
+Loads a Hugging Face model directory or a GGUF file. `weights`: how to keep the weights in
+memory: "as-stored" (the default: f16/bf16 stay half, GGUF blocks stay quantized), "f32",
+"f16", "bf16", or quantized at load to "q8_0" or "q4_k".
 """
-function load_model(path::AbstractString; require_tokenizer::Bool=false)
-    opts = Ref((UInt32(8), UInt32(require_tokenizer)))  # vene_model_options v1
+function load_model(path::AbstractString; require_tokenizer::Bool=false,
+                    weights::Union{Nothing,AbstractString}=nothing)
+    w = weights === nothing ? nothing : String(weights)
     out = Ref{Ptr{Cvoid}}(C_NULL)
-    check(ccall((:vene_model_load, libvene), Int32, (Cstring, Ptr{Cvoid}, Ptr{Ptr{Cvoid}}),
-        path, opts, out))
+    GC.@preserve w begin
+        opts = Ref(CModelOptions(UInt32(sizeof(CModelOptions)), UInt32(require_tokenizer),
+                                 w === nothing ? Ptr{UInt8}(C_NULL) : pointer(w)))
+        check(ccall((:vene_model_load, libvene), Int32,
+            (Cstring, Ptr{CModelOptions}, Ptr{Ptr{Cvoid}}), path, opts, out))
+    end
     finalizer(close, Model(out[]))
 end
 
 """Sizes, special tokens and tokenizer presence of a model, as a NamedTuple."""
 function info(m::Model)
-    i = Ref(CModelInfo(UInt32(sizeof(CModelInfo)), 0, C_NULL, C_NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    i = Ref(CModelInfo(UInt32(sizeof(CModelInfo)), 0, C_NULL, C_NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
     check(ccall((:vene_model_get_info, libvene), Int32, (Ptr{Cvoid}, Ptr{CModelInfo}), live(m), i))
     x = i[]
     (model_type=unsafe_string(x.model_type), source=unsafe_string(x.source),
@@ -285,7 +299,7 @@ function info(m::Model)
      max_positions=Int(x.max_positions), n_heads=Int(x.n_heads), n_kv_heads=Int(x.n_kv_heads),
      head_dim=Int(x.head_dim), intermediate_size=Int(x.intermediate_size),
      n_params=Int(x.n_params), bos_id=x.bos_id, eos_id=x.eos_id, pad_id=x.pad_id,
-     has_tokenizer=x.has_tokenizer != 0)
+     has_tokenizer=x.has_tokenizer != 0, weight_bytes=Int(x.weight_bytes))
 end
 
 """The model's site components: a vector of NamedTuples (component, dim, heads, shape, meaning)."""
