@@ -209,7 +209,10 @@ fn kept_quantized_stays_within_activation_rounding() {
     let m = model_as_stored();
     assert!(m.info().weight_bytes < model().info().weight_bytes);
     for (name, worst, same_best) in top_logit_diffs(m) {
-        assert!(worst < TOL_AS_STORED, "{name}: top logits differ by {worst}");
+        assert!(
+            worst < TOL_AS_STORED,
+            "{name}: top logits differ by {worst}"
+        );
         assert!(same_best, "{name}: a different best next token");
     }
     assert_sensible(&greedy_answers(m));

@@ -268,13 +268,17 @@ fn quantized_matmul_rows_do_not_depend_on_the_batch() {
                 continue;
             }
             let q = QTensor::quantize(&uniform(&[out, inn], 11), dtype).unwrap();
-            let lin = FLinear::from_weight(Weight::Quantized(std::sync::Arc::new(q)), None).unwrap();
+            let lin =
+                FLinear::from_weight(Weight::Quantized(std::sync::Arc::new(q)), None).unwrap();
             let x = uniform(&[37, inn], 12);
             let all = lin.forward(&x).unwrap();
             for (start, rows) in [(0, 1), (5, 1), (36, 1), (1, 2), (3, 4), (0, 5), (2, 33)] {
                 let part = lin.forward(&x.narrow(0, start, rows).unwrap()).unwrap();
                 let d = max_abs_diff(&part, &all.narrow(0, start, rows).unwrap());
-                assert_eq!(d, 0.0, "{dtype:?} ({out}x{inn}): rows {start}..+{rows} differ by {d}");
+                assert_eq!(
+                    d, 0.0,
+                    "{dtype:?} ({out}x{inn}): rows {start}..+{rows} differ by {d}"
+                );
             }
         }
     }
@@ -292,9 +296,14 @@ fn own_quantized_kernels_match_candle() {
         let lin = FLinear::from_weight(Weight::Quantized(q.clone()), None).unwrap();
         let got = lin.forward(&x).unwrap();
         let want = QMatMul::QTensor(q.clone()).forward(&x).unwrap();
-        let exact = x.matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap()).unwrap();
+        let exact = x
+            .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+            .unwrap();
         let (d, e) = (max_abs_diff(&got, &want), max_abs_diff(&got, &exact));
-        println!("{dtype:?}: vs candle {d:.2e}, vs exact f32 {e:.2e}, max |y| {:.2}", max_abs(&want));
+        println!(
+            "{dtype:?}: vs candle {d:.2e}, vs exact f32 {e:.2e}, max |y| {:.2}",
+            max_abs(&want)
+        );
         assert!(d <= 2e-3 * max_abs(&want), "{dtype:?}: {d}");
         assert!(e <= 1e-2 * max_abs(&want), "{dtype:?}: {e}");
     }

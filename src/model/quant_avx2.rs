@@ -176,10 +176,7 @@ mod kernel {
             let min = layout.min.map(|at| f16_at(block, at));
             // Bytes 0..16 of the block's nibbles hold values 0..16 (low) and 16..32 (high).
             let packed = _mm_loadu_si128(block.as_ptr().add(layout.nibbles) as *const __m128i);
-            let mut q = _mm256_and_si256(
-                _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-                low4,
-            );
+            let mut q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low4);
             if let Some(at) = layout.high_bits {
                 let bits =
                     u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
