@@ -249,6 +249,15 @@ fn quantized_matmul(q: &Arc<QTensor>, x: &Tensor) -> Result<Tensor> {
     if super::quant_avx2::supports(q) {
         return super::quant_avx2::matmul(q, x);
     }
+    if cfg!(target_arch = "x86_64") && q.device().is_cpu() {
+        use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8_0};
+        match q.dtype() {
+            GgmlDType::Q4K => return plain_block_matmul::<BlockQ4K>(q, x),
+            GgmlDType::Q6K => return plain_block_matmul::<BlockQ6K>(q, x),
+            GgmlDType::Q8_0 => return plain_block_matmul::<BlockQ8_0>(q, x),
+            _ => {}
+        }
+    }
     let mm = QMatMul::QTensor(q.clone());
     let rows = x.dim(0)?;
     let chunk = rows_per_call(q.dtype()).unwrap_or(rows).max(1);
@@ -262,20 +271,46 @@ fn quantized_matmul(q: &Arc<QTensor>, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-/// Most rows one quantized matmul may take so that every row is computed as a lone row would
-/// be (`None`: any number). candle 0.11 on x86-64 multiplies Q6_K by more than one row with
-/// repacked tiles and one row with the compact blocks (results differ by float rounding), and
-/// Q4_K by 32 rows or more with AMX where the CPU has it; on aarch64 its packed kernels differ
-/// between one row and tiles of four. tests/weights.rs checks every type bit for bit.
+/// `x @ q^T` through candle's plain block kernels (`k_quants::matmul`: AVX2 block dot products,
+/// rows quantized one by one, threaded over columns), not the repacked x86 tiles candle 0.11
+/// picks for Q4_K, Q6_K (more than one row) and Q8_0 (AVX-VNNI): those cache an expanded copy
+/// beside the matrix for the model's lifetime (Q4_K: 1.33x its size, so a Llama-3.1-8B Q4_K_M
+/// model held 8.6 GiB instead of 5.3), and Q6_K's tiles round differently from its one-row path.
+fn plain_block_matmul<T: candle_core::quantized::k_quants::GgmlType>(
+    q: &QTensor,
+    x: &Tensor,
+) -> Result<Tensor> {
+    let (n, k) = q.shape().dims2()?;
+    let m = x.dim(0)?;
+    let data = q.data()?;
+    let size = std::mem::size_of::<T>();
+    if data.len() != n * (k / T::BLCK_SIZE) * size
+        || !k.is_multiple_of(T::BLCK_SIZE)
+        || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
+        return Err(crate::invalid!(
+            "quantized matmul: {} bytes of {:?} blocks for a ({n}, {k}) weight",
+            data.len(),
+            q.dtype()
+        ));
+    }
+    // SAFETY: the bytes are whole, aligned blocks of type T (candle stores this dtype as a
+    // Vec<T> and lends it unchanged), checked for length and alignment above.
+    let blocks =
+        unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
+    let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; m * n];
+    candle_core::quantized::k_quants::matmul((m, k, n), &xs, blocks, &mut out)?;
+    Ok(Tensor::from_vec(out, (m, n), x.device())?)
+}
+
+/// Most rows one quantized matmul through `QMatMul` may take so that every row is computed as
+/// a lone row would be (`None`: any number). On aarch64 candle 0.11's packed kernels differ
+/// between one row and tiles of four (on x86-64 the types with packed kernels bypass them:
+/// [`plain_block_matmul`]). tests/weights.rs checks every type bit for bit.
 fn rows_per_call(dtype: GgmlDType) -> Option<usize> {
     use GgmlDType as G;
-    if cfg!(target_arch = "x86_64") {
-        match dtype {
-            G::Q6K => Some(1),
-            G::Q4K => Some(31),
-            _ => None,
-        }
-    } else if cfg!(target_arch = "aarch64") {
+    if cfg!(target_arch = "aarch64") {
         match dtype {
             G::Q4_0 | G::Q4K | G::Q5K | G::Q6K | G::Q8_0 => Some(1),
             _ => None,
