@@ -9,12 +9,18 @@
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use vene::model::{gguf, tokenizer};
+use vene::model::linear::WeightMode;
+use vene::model::{gguf, tokenizer, LoadOptions};
 use vene::{Input, Model};
 
 /// Largest |logit difference| allowed against transformers over the top logits: both sides
 /// run f32 on the same dequantized weights (measured: about 3e-5 on logits of magnitude ~30).
 const TOL: f32 = 1e-3;
+
+/// The same for the weights kept quantized: 8-bit activation rounding (see
+/// [`model_as_stored`]) on logits of magnitude ~30, amplified through 18 layers. Measured:
+/// 0.67 (eiffel; others 0.34-0.51); 0.51 with candle's scalar Q5_0 kernel in place of vene's.
+const TOL_AS_STORED: f32 = 1.0;
 
 fn model_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -25,12 +31,28 @@ fn model_path() -> PathBuf {
     .clone()
 }
 
+/// The file's weights dequantized to f32 (`--weights f32`): the same math transformers does
+/// on gguf-py's dequantized weights, so the reference holds within float error.
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let p = model_path();
-        Model::load(&p).unwrap_or_else(|e| panic!("cannot load {}: {e}", p.display()))
-    })
+    MODEL.get_or_init(|| load(WeightMode::F32))
+}
+
+/// The blocks kept quantized (the default, as llama.cpp runs the file): the quantized kernels
+/// round each activation row to 8-bit blocks inside the dot products, as llama.cpp does, so
+/// the logits move from exact f32 math by a few tenths over the top 20.
+fn model_as_stored() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| load(WeightMode::AsStored))
+}
+
+fn load(weights: WeightMode) -> Model {
+    let p = model_path();
+    let opts = LoadOptions {
+        weights,
+        ..Default::default()
+    };
+    Model::load_with(&p, &opts).unwrap_or_else(|e| panic!("cannot load {}: {e}", p.display()))
 }
 
 fn reference() -> &'static Json {
@@ -102,9 +124,10 @@ fn model_shape_matches_the_file() {
     assert_eq!(info.vocab_size, Some(262_144));
 }
 
-#[test]
-fn top_logits_match_transformers() {
-    let m = model();
+/// The worst |logit difference| over transformers' top 20, per prompt, and whether the best
+/// next token agrees.
+fn top_logit_diffs(m: &Model) -> Vec<(String, f32, bool)> {
+    let mut out = vec![];
     for (name, p) in reference()["prompts"].as_object().unwrap() {
         let logits = last_logits(m, &ids(&p["ids"]));
         let top = ids(&p["top_ids"]);
@@ -120,18 +143,22 @@ fn top_logits_match_transformers() {
             .map(|(&i, w)| (logits[i as usize] - w).abs())
             .fold(0f32, f32::max);
         println!("{name}: max |top-20 logit diff| vs transformers = {worst:.2e}");
-        assert!(worst < TOL, "{name}: top logits differ by {worst}");
-        assert_eq!(
-            argmax(&logits),
-            top[0],
-            "{name}: a different best next token"
-        );
+        out.push((name.clone(), worst, argmax(&logits) == top[0]));
     }
+    out
 }
 
 #[test]
-fn greedy_answers_are_sensible_and_match_transformers() {
-    let m = model();
+fn top_logits_match_transformers() {
+    for (name, worst, same_best) in top_logit_diffs(model()) {
+        assert!(worst < TOL, "{name}: top logits differ by {worst}");
+        assert!(same_best, "{name}: a different best next token");
+    }
+}
+
+/// Greedy continuations of the reference prompts (as many tokens as transformers' greedy run),
+/// by name, as (ids, text).
+fn greedy_answers(m: &Model) -> std::collections::HashMap<String, (Vec<u32>, String)> {
     let tok = m.tokenizer().unwrap();
     let mut answers = std::collections::HashMap::new();
     for (name, p) in reference()["prompts"].as_object().unwrap() {
@@ -144,10 +171,13 @@ fn greedy_answers_are_sensible_and_match_transformers() {
         }
         let text = tok.decode(&seq[start..], false).unwrap();
         println!("{name}: {:?} -> {text:?}", p["text"].as_str().unwrap());
-        assert_eq!(&seq[start..], &want[..], "{name}: {text:?}");
-        answers.insert(name.as_str(), text);
+        answers.insert(name.clone(), (seq[start..].to_vec(), text));
     }
-    let answer = |name: &str| answers[name].clone();
+    answers
+}
+
+fn assert_sensible(answers: &std::collections::HashMap<String, (Vec<u32>, String)>) {
+    let answer = |name: &str| answers[name].1.clone();
     assert!(answer("eiffel").contains("Paris"), "{}", answer("eiffel"));
     assert!(
         answer("germany").contains("Germany"),
@@ -159,4 +189,30 @@ fn greedy_answers_are_sensible_and_match_transformers() {
         "{}",
         answer("counting")
     );
+}
+
+#[test]
+fn greedy_answers_are_sensible_and_match_transformers() {
+    let answers = greedy_answers(model());
+    for (name, p) in reference()["prompts"].as_object().unwrap() {
+        let (got, text) = &answers[name];
+        assert_eq!(&got[..], &ids(&p["greedy"])[..], "{name}: {text:?}");
+    }
+    assert_sensible(&answers);
+}
+
+/// Kept quantized (the default): logits within the 8-bit activation rounding of transformers'
+/// exact f32 ones, the same best next token, sensible greedy answers.
+#[test]
+fn kept_quantized_stays_within_activation_rounding() {
+    let m = model_as_stored();
+    assert!(m.info().weight_bytes < model().info().weight_bytes);
+    for (name, worst, same_best) in top_logit_diffs(m) {
+        assert!(
+            worst < TOL_AS_STORED,
+            "{name}: top logits differ by {worst}"
+        );
+        assert!(same_best, "{name}: a different best next token");
+    }
+    assert_sensible(&greedy_answers(m));
 }

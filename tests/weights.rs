@@ -242,6 +242,73 @@ fn every_storage_matches_a_dense_matmul() {
     ));
 }
 
+/// Quantized weights of every GGML type candle multiplies: each row of a batch comes out bit
+/// for bit as it does alone or in any other batch (an interchange must not move the values
+/// at positions it leaves alone). Shapes that take candle's repacked x86 tiles (out a multiple
+/// of 16, in of 256) and ones that do not; 1 to 37 rows.
+#[test]
+fn quantized_matmul_rows_do_not_depend_on_the_batch() {
+    use candle_core::quantized::GgmlDType as G;
+    let types = [
+        G::Q4_0,
+        G::Q4_1,
+        G::Q5_0,
+        G::Q5_1,
+        G::Q8_0,
+        G::Q2K,
+        G::Q3K,
+        G::Q4K,
+        G::Q5K,
+        G::Q6K,
+        G::Q8K,
+    ];
+    for dtype in types {
+        for (out, inn) in [(64, 512), (36, 256), (49, 64)] {
+            if inn % dtype.block_size() != 0 {
+                continue;
+            }
+            let q = QTensor::quantize(&uniform(&[out, inn], 11), dtype).unwrap();
+            let lin =
+                FLinear::from_weight(Weight::Quantized(std::sync::Arc::new(q)), None).unwrap();
+            let x = uniform(&[37, inn], 12);
+            let all = lin.forward(&x).unwrap();
+            for (start, rows) in [(0, 1), (5, 1), (36, 1), (1, 2), (3, 4), (0, 5), (2, 33)] {
+                let part = lin.forward(&x.narrow(0, start, rows).unwrap()).unwrap();
+                let d = max_abs_diff(&part, &all.narrow(0, start, rows).unwrap());
+                assert_eq!(
+                    d, 0.0,
+                    "{dtype:?} ({out}x{inn}): rows {start}..+{rows} differ by {d}"
+                );
+            }
+        }
+    }
+}
+
+/// The types vene multiplies with its own AVX2 kernel (candle's are scalar on x86-64) give
+/// what candle's kernel gives: both round activations to 8-bit blocks (candle keeps the block
+/// scale in f16, vene in f32, hence the small tolerance).
+#[test]
+fn own_quantized_kernels_match_candle() {
+    use candle_core::quantized::{GgmlDType as G, QMatMul};
+    for dtype in [G::Q4_1, G::Q5_0, G::Q5_1] {
+        let q = std::sync::Arc::new(QTensor::quantize(&uniform(&[40, 512], 13), dtype).unwrap());
+        let x = uniform(&[7, 512], 14);
+        let lin = FLinear::from_weight(Weight::Quantized(q.clone()), None).unwrap();
+        let got = lin.forward(&x).unwrap();
+        let want = QMatMul::QTensor(q.clone()).forward(&x).unwrap();
+        let exact = x
+            .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+            .unwrap();
+        let (d, e) = (max_abs_diff(&got, &want), max_abs_diff(&got, &exact));
+        println!(
+            "{dtype:?}: vs candle {d:.2e}, vs exact f32 {e:.2e}, max |y| {:.2}",
+            max_abs(&want)
+        );
+        assert!(d <= 2e-3 * max_abs(&want), "{dtype:?}: {d}");
+        assert!(e <= 1e-2 * max_abs(&want), "{dtype:?}: {e}");
+    }
+}
+
 /// The frozen backward of every storage kind: the input's gradient matches central finite
 /// differences of the training forward (exact f32 math on the stored weights).
 #[test]
@@ -332,7 +399,10 @@ fn gguf_blocks_kept_quantized_match_the_dequantized_reference() {
         println!(
             "{qtype:>5} as stored: max |logit diff| {d:.2e} (max |logit| {scale:.2}), weights {kb} B (f32: {db} B)"
         );
-        assert!(d <= 3e-2 * scale, "{qtype}: {d}");
+        // 4%: the fixtures' rows are one 32-value block, and their tied LM head is the
+        // quantized embedding, multiplied (as llama.cpp does) with 8-bit activations too
+        // (measured: Q5_1 3.0%, Q4_0 1.9%, others below; 3% held while the head was f32).
+        assert!(d <= 4e-2 * scale, "{qtype}: {d}");
         if qtype != "F32" && qtype != "Q8_K" {
             assert!(kb < db, "{qtype}: {kb} B kept vs {db} B dequantized");
         }

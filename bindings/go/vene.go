@@ -113,6 +113,7 @@ type ModelInfo struct {
 	ModelType, Source                                                 string
 	Layers, Hidden, Vocab, MaxPositions, Heads, KVHeads, HeadDim, FFN int
 	Params                                                            int
+	WeightBytes                                                       int   // bytes the weights occupy in memory as loaded
 	BOS, EOS, Pad                                                     int64 // -1 when absent
 	HasTokenizer                                                      bool
 }
@@ -208,6 +209,7 @@ func (m *Model) Info() (ModelInfo, error) {
 			MaxPositions: int(i.max_positions), Heads: int(i.n_heads), KVHeads: int(i.n_kv_heads),
 			HeadDim: int(i.head_dim), FFN: int(i.intermediate_size), Params: int(i.n_params),
 			BOS: int64(i.bos_id), EOS: int64(i.eos_id), Pad: int64(i.pad_id),
+			WeightBytes:  int(i.weight_bytes),
 			HasTokenizer: i.has_tokenizer != 0,
 		}
 		return nil

@@ -87,6 +87,34 @@ func wantStatus(t *testing.T, err error, s Status, needle string) {
 	}
 }
 
+// Weight modes through the model options: f16 halves the resident bytes of the f32 fixture,
+// and a bad mode is an error naming the field.
+func TestLoadOptionsWeights(t *testing.T) {
+	size := func(mode string) int {
+		m, err := LoadModelWith(fixture, ModelOptions{Weights: mode})
+		if err != nil {
+			t.Fatalf("weights %q: %v", mode, err)
+		}
+		defer m.Close()
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.WeightBytes
+	}
+	f32, f16 := size("f32"), size("f16")
+	if f32 <= 0 || f16 >= f32 || f16 < f32/3 {
+		t.Fatalf("weight bytes: f32 %d, f16 %d", f32, f16)
+	}
+	if size("") != f32 {
+		t.Fatalf("the f32 fixture as stored should hold f32 bytes")
+	}
+	if _, err := LoadModelWith(fixture, ModelOptions{Weights: "q3"}); err == nil ||
+		!strings.Contains(err.Error(), "q3") {
+		t.Fatalf("bad weight mode: %v", err)
+	}
+}
+
 func TestVersion(t *testing.T) {
 	if ABIVersion() != HeaderABIVersion {
 		t.Fatalf("library ABI %d, header ABI %d", ABIVersion(), HeaderABIVersion)

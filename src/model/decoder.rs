@@ -6,6 +6,7 @@ use super::attention::{Attention, AttentionInputs};
 use super::cache::KvCache;
 use super::head::Head;
 use super::hooks::{apply, Hooks};
+use super::linear::Weight;
 use super::norm::Norm;
 use super::ops::{self, Activation, FLinear};
 use super::rope::Rope;
@@ -165,8 +166,9 @@ pub struct DecoderSizes {
 
 pub struct Decoder {
     pub sizes: DecoderSizes,
-    /// (vocab, hidden) token embeddings.
-    pub embed: Tensor,
+    /// (vocab, hidden) token embeddings, kept as the load's weight mode says (rows are
+    /// widened to f32 as they are looked up).
+    pub embed: Weight,
     /// Multiplies the embeddings (Gemma: sqrt(hidden), rounded to f32 as transformers does).
     pub embed_scale: Option<f64>,
     /// Whether `embed_scale` also multiplies embeddings given instead of ids (Gemma, Gemma-2:
@@ -188,7 +190,7 @@ impl Decoder {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         sizes: DecoderSizes,
-        embed: Tensor,
+        embed: Weight,
         embed_scale: Option<f64>,
         positions: Option<Tensor>,
         blocks: Vec<Block>,
@@ -206,26 +208,26 @@ impl Decoder {
                 }
             }
         }
-        let mut all: Vec<&Tensor> = vec![&embed];
-        all.extend(positions.iter());
+        let mut all: Vec<&Tensor> = positions.iter().collect();
         for b in &blocks {
             all.extend(b.tensors());
         }
         all.extend(final_norm.tensors());
         all.extend(head.tensors());
-        // A tied LM head is the embedding matrix: count it once.
         let mut seen = std::collections::HashSet::new();
         all.retain(|t| seen.insert(t.id()));
         let linears: Vec<&FLinear> = blocks.iter().flat_map(|b| b.linears()).collect();
-        let stored_head = head.stored_lm_weight();
+        // A tied LM head is the embedding matrix: count it once.
+        let mut stored: Vec<&Weight> = vec![&embed];
+        stored.extend(head.lm_weight().filter(|w| !w.same_as(&embed)));
         let n_params = count_params(&all)
             + linears.iter().map(|l| l.n_params()).sum::<usize>()
-            + stored_head.map_or(0, |w| w.elem_count());
+            + stored.iter().map(|w| w.elem_count()).sum::<usize>();
         let weight_bytes = all
             .iter()
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
             .chain(linears.iter().map(|l| l.bytes()))
-            .chain(stored_head.map(|w| w.bytes()))
+            .chain(stored.iter().map(|w| w.bytes()))
             .sum();
         Ok(Decoder {
             sizes,
@@ -247,11 +249,7 @@ impl Decoder {
         let (b, s) = input.batch_seq()?;
         let mut x = match (&input.ids, &input.embeds) {
             (_, Some(e)) => e.clone(),
-            (Some(ids), None) => {
-                self.embed
-                    .index_select(&ids.flatten_all()?, 0)?
-                    .reshape((b, s, ()))?
-            }
+            (Some(ids), None) => self.embed.rows(ids)?.reshape((b, s, ()))?,
             (None, None) => unreachable!("checked by batch_seq"),
         };
         let given = input.embeds.is_some();
@@ -263,7 +261,7 @@ impl Decoder {
             x = (x * (scale as f32) as f64)?;
         }
         if let Some(wpe) = &self.positions {
-            let pos = input.positions(self.embed.device(), past)?.flatten_all()?;
+            let pos = input.positions(&self.embed.device(), past)?.flatten_all()?;
             x = (x + wpe.index_select(&pos, 0)?.reshape((b, s, ()))?)?;
         }
         Ok(x)
@@ -393,7 +391,7 @@ impl Decoder {
         }
         let past = cache.as_ref().map_or(0, |c| c.len());
         let (b, s) = input.batch_seq()?;
-        let dev = self.embed.device();
+        let dev = &self.embed.device();
         let first = match joins.first() {
             Some((l, _)) => *l,
             None => 0,

@@ -4,6 +4,7 @@
 use super::attention::{Attention, AttentionOptions};
 use super::decoder::{Block, Decoder, DecoderSizes, Mlp};
 use super::head::{Head, HeadSpec};
+use super::linear;
 use super::norm::{Norm, NormKind};
 use super::ops::{self, Activation};
 use crate::error::Result;
@@ -96,7 +97,7 @@ pub fn build(cfg: &Gpt2Config, head: &HeadSpec, vb: VarBuilder) -> Result<Decode
     let (d, eps, nh) = (cfg.n_embd, cfg.layer_norm_epsilon, cfg.n_head);
     let hd = d / nh;
     let ln = |vb: VarBuilder| Norm::load(NormKind::LayerNorm, vb, d, eps);
-    let wte = vb.get((cfg.vocab_size, d), "wte.weight")?;
+    let wte = linear::load_embedding(&vb.pp("wte"), cfg.vocab_size, d)?;
     let wpe = vb.get((cfg.n_positions, d), "wpe.weight")?;
     let mut blocks = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {

@@ -6,6 +6,7 @@
 use super::attention::{Attention, AttentionOptions};
 use super::decoder::{Block, Decoder, DecoderSizes, Mlp};
 use super::head::{Head, HeadSpec};
+use super::linear;
 use super::norm::{Norm, NormKind};
 use super::ops::{self, Activation};
 use crate::config_err;
@@ -110,7 +111,7 @@ pub fn build(cfg: &GptNeoConfig, head: &HeadSpec, vb: VarBuilder) -> Result<Deco
         vb
     };
     let ln = |vb: VarBuilder| Norm::load(NormKind::LayerNorm, vb, d, cfg.layer_norm_epsilon);
-    let wte = vb.get((cfg.vocab_size, d), "wte.weight")?;
+    let wte = linear::load_embedding(&vb.pp("wte"), cfg.vocab_size, d)?;
     let wpe = vb.get((cfg.max_position_embeddings, d), "wpe.weight")?;
     let mut blocks = Vec::with_capacity(cfg.num_layers);
     for (i, window) in windows.into_iter().enumerate() {

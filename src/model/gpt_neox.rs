@@ -6,6 +6,7 @@
 use super::attention::{Attention, AttentionOptions};
 use super::decoder::{Block, Decoder, DecoderSizes, Mlp};
 use super::head::{Head, HeadSpec};
+use super::linear;
 use super::norm::{Norm, NormKind};
 use super::ops::{self, Activation};
 use super::rope::{Rope, RopeScaling};
@@ -128,7 +129,7 @@ pub fn build(cfg: &NeoxConfig, head: &HeadSpec, vb: VarBuilder) -> Result<Decode
     let (h, eps, bias) = (cfg.hidden_size, cfg.layer_norm_eps, cfg.attention_bias);
     let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim());
     let ln = |vb: VarBuilder| Norm::load(NormKind::LayerNorm, vb, h, eps);
-    let embed = vb.get((cfg.vocab_size, h), "embed_in.weight")?;
+    let embed = linear::load_embedding(&vb.pp("embed_in"), cfg.vocab_size, h)?;
     let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
     for i in 0..cfg.num_hidden_layers {
         let l = vb.pp(format!("layers.{i}"));

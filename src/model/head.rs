@@ -110,8 +110,8 @@ impl HeadSpec {
 /// The head of a decoder, applied to the final normalized hidden states.
 pub enum Head {
     Lm {
-        /// (vocab, hidden); the embedding matrix (f32) when tied, else kept as the load's
-        /// weight mode says (a GGUF's quantized `output.weight` stays quantized).
+        /// (vocab, hidden); the embedding matrix, in its storage, when tied, else kept as the
+        /// load's weight mode says (a GGUF's quantized `output.weight` stays quantized).
         weight: Weight,
         /// Final-logit soft-capping: `cap * tanh(logits / cap)` (Gemma-2).
         softcap: Option<f64>,
@@ -131,14 +131,14 @@ impl Head {
         spec: &HeadSpec,
         root: &VarBuilder,
         lm_weight: &str,
-        embed: &Tensor,
+        embed: &Weight,
         tied: bool,
     ) -> Result<Head> {
-        let (vocab, hidden) = embed.dims2()?;
+        let (vocab, hidden) = embed.dims()?;
         Ok(match spec.kind {
             HeadKind::CausalLm => {
                 let weight = if tied {
-                    Weight::dense(embed.clone())?
+                    embed.clone()
                 } else if root.contains_tensor(lm_weight) {
                     let prefix = lm_weight.strip_suffix(".weight").unwrap_or(lm_weight);
                     linear::load_weight(&root.pp(prefix), vocab, hidden)?
@@ -175,24 +175,18 @@ impl Head {
         }
     }
 
-    /// The stored tensors (for parameter counts; a tied LM head repeats the embedding). An LM
-    /// head in half or quantized storage is not a tensor here: see [`Head::stored_lm_weight`].
+    /// The stored tensors besides an LM head's weight (for parameter counts).
     pub fn tensors(&self) -> Vec<&Tensor> {
         match self {
-            Head::Lm {
-                weight: Weight::F32(w),
-                ..
-            } => vec![w],
-            Head::Lm { .. } => vec![],
             Head::Classifier { score, .. } => vec![score],
-            Head::None => vec![],
+            _ => vec![],
         }
     }
 
-    /// An untied LM head kept in half or quantized storage (counted apart from the tensors).
-    pub fn stored_lm_weight(&self) -> Option<&Weight> {
+    /// The LM head's weight, in its storage (when tied, the embedding itself).
+    pub fn lm_weight(&self) -> Option<&Weight> {
         match self {
-            Head::Lm { weight, .. } if !matches!(weight, Weight::F32(_)) => Some(weight),
+            Head::Lm { weight, .. } => Some(weight),
             _ => None,
         }
     }

@@ -181,6 +181,38 @@ impl Weight {
         }
     }
 
+    pub fn device(&self) -> candle_core::Device {
+        match self {
+            Weight::F32(t) | Weight::Half(t) => t.device().clone(),
+            Weight::Quantized(q) => q.device(),
+        }
+    }
+
+    /// Whether `other` is this very weight (a tied LM head and its embedding).
+    pub fn same_as(&self, other: &Weight) -> bool {
+        match (self, other) {
+            (Weight::F32(a), Weight::F32(b)) | (Weight::Half(a), Weight::Half(b)) => {
+                a.id() == b.id()
+            }
+            (Weight::Quantized(a), Weight::Quantized(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Rows `ids` (any shape of integer ids) as f32 (ids..., in): an embedding lookup that
+    /// widens or dequantizes only the rows gathered.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let flat = ids.flatten_all()?;
+        let rows = match self {
+            Weight::F32(t) => t.index_select(&flat, 0)?,
+            Weight::Half(t) => t.index_select(&flat, 0)?.to_dtype(DType::F32)?,
+            Weight::Quantized(q) => q.embedding(&flat)?,
+        };
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.dims()?.1);
+        Ok(rows.reshape(dims)?)
+    }
+
     /// The weight as f32 (out, in); for half and quantized storage a transient copy.
     pub fn to_f32(&self) -> Result<Tensor> {
         Ok(match self {
@@ -202,22 +234,91 @@ impl Weight {
                 .matmul(&w.t()?)?
                 .to_dtype(DType::F32)?,
             Weight::Half(w) => x.matmul(&w.to_dtype(DType::F32)?.t()?)?,
-            // Exact f32 math on the matrix dequantized for this call: the same numbers whatever
-            // the batch (an interchange must not change values at positions it leaves alone),
-            // and on these CPUs faster than candle's quantized kernels even when decoding
-            // (SmolLM2 Q4_1, 32 tokens: 1.0 s vs 7.1 s; f32 weights 0.8 s).
-            Weight::Quantized(q) if q.shape().elem_count() * 4 <= DEQUANTIZE_MAX_BYTES => {
-                x.matmul(&q.dequantize(&q.device())?.t()?)?
-            }
-            // A matrix too large to copy transiently: candle's quantized kernels (activations
-            // rounded to 8 bits in the block dot products, as llama.cpp does).
-            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+            Weight::Quantized(q) => quantized_matmul(q, x)?,
         })
     }
 }
 
-/// Largest transient f32 copy of a quantized matrix made for one matmul.
-const DEQUANTIZE_MAX_BYTES: usize = 256 << 20;
+/// `x @ q^T` with candle's quantized kernels: each activation row is rounded to 8-bit blocks
+/// on its own and dotted with the weight blocks in integers, as llama.cpp does. A row's result
+/// depends on that row alone (batch invariant: an interchange leaves the values at positions
+/// it does not touch as the base run has them), except where candle picks its kernel by the
+/// number of rows: there rows go through in chunks that all take the kernel one row takes.
+fn quantized_matmul(q: &Arc<QTensor>, x: &Tensor) -> Result<Tensor> {
+    // Types candle multiplies with scalar code only (Q4_1, Q5_0, Q5_1): our AVX2 kernel.
+    if super::quant_avx2::supports(q) {
+        return super::quant_avx2::matmul(q, x);
+    }
+    if cfg!(target_arch = "x86_64") && q.device().is_cpu() {
+        use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8_0};
+        match q.dtype() {
+            GgmlDType::Q4K => return plain_block_matmul::<BlockQ4K>(q, x),
+            GgmlDType::Q6K => return plain_block_matmul::<BlockQ6K>(q, x),
+            GgmlDType::Q8_0 => return plain_block_matmul::<BlockQ8_0>(q, x),
+            _ => {}
+        }
+    }
+    let mm = QMatMul::QTensor(q.clone());
+    let rows = x.dim(0)?;
+    let chunk = rows_per_call(q.dtype()).unwrap_or(rows).max(1);
+    if rows <= chunk {
+        return Ok(mm.forward(x)?);
+    }
+    let parts = (0..rows)
+        .step_by(chunk)
+        .map(|start| mm.forward(&x.narrow(0, start, chunk.min(rows - start))?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// `x @ q^T` through candle's plain block kernels (`k_quants::matmul`: AVX2 block dot products,
+/// rows quantized one by one, threaded over columns), not the repacked x86 tiles candle 0.11
+/// picks for Q4_K, Q6_K (more than one row) and Q8_0 (AVX-VNNI): those cache an expanded copy
+/// beside the matrix for the model's lifetime (Q4_K: 1.33x its size, so a Llama-3.1-8B Q4_K_M
+/// model held 8.6 GiB instead of 5.3), and Q6_K's tiles round differently from its one-row path.
+fn plain_block_matmul<T: candle_core::quantized::k_quants::GgmlType>(
+    q: &QTensor,
+    x: &Tensor,
+) -> Result<Tensor> {
+    let (n, k) = q.shape().dims2()?;
+    let m = x.dim(0)?;
+    let data = q.data()?;
+    let size = std::mem::size_of::<T>();
+    if data.len() != n * (k / T::BLCK_SIZE) * size
+        || !k.is_multiple_of(T::BLCK_SIZE)
+        || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
+        return Err(crate::invalid!(
+            "quantized matmul: {} bytes of {:?} blocks for a ({n}, {k}) weight",
+            data.len(),
+            q.dtype()
+        ));
+    }
+    // SAFETY: the bytes are whole, aligned blocks of type T (candle stores this dtype as a
+    // Vec<T> and lends it unchanged), checked for length and alignment above.
+    let blocks =
+        unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
+    let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; m * n];
+    candle_core::quantized::k_quants::matmul((m, k, n), &xs, blocks, &mut out)?;
+    Ok(Tensor::from_vec(out, (m, n), x.device())?)
+}
+
+/// Most rows one quantized matmul through `QMatMul` may take so that every row is computed as
+/// a lone row would be (`None`: any number). On aarch64 candle 0.11's packed kernels differ
+/// between one row and tiles of four (on x86-64 the types with packed kernels bypass them:
+/// [`plain_block_matmul`]). tests/weights.rs checks every type bit for bit.
+fn rows_per_call(dtype: GgmlDType) -> Option<usize> {
+    use GgmlDType as G;
+    if cfg!(target_arch = "aarch64") {
+        match dtype {
+            G::Q4_0 | G::Q4K | G::Q5K | G::Q6K | G::Q8_0 => Some(1),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
 
 /// Whether every value of `x` is finite in f16 (|x| <= 65504).
 fn fits_f16(x: &Tensor) -> Result<bool> {
@@ -437,6 +538,49 @@ pub(crate) fn load_weight(
         WeightMode::Q8_0 | WeightMode::Q4K => mode.store(w),
         _ => Weight::dense(w),
     }
+}
+
+/// Loads a token embedding `name` (full name, `...weight`) of shape (vocab, hidden), kept
+/// compact where the mode allows, since lookups widen only the rows they gather: as stored
+/// (GGUF blocks stay quantized, half stays half), half in the f16/bf16 modes, else f32 (the
+/// quantized modes quantize linears only).
+pub(crate) fn load_embedding(
+    vb: &candle_nn::VarBuilder,
+    vocab: usize,
+    hidden: usize,
+) -> Result<Weight> {
+    let full = format!("{}.weight", vb.prefix());
+    let (mode, stored, q) = PLAN.with(|p| {
+        let p = p.borrow();
+        match p.as_ref() {
+            None => (WeightMode::F32, None, None),
+            Some(p) => (
+                p.mode,
+                p.stored_dtypes.get(&full).copied(),
+                p.quantized.get(&full).cloned(),
+            ),
+        }
+    });
+    if let Some(q) = q {
+        let dims = q.shape().dims().to_vec();
+        if dims != [vocab, hidden] {
+            return Err(crate::invalid!(
+                "{full}: shape {dims:?}, expected [{vocab}, {hidden}]"
+            ));
+        }
+        return match mode {
+            WeightMode::AsStored => Weight::from_qtensor(q),
+            WeightMode::F16 => Weight::dense(q.dequantize_f16(&q.device())?),
+            WeightMode::Bf16 => Weight::dense(q.dequantize(&q.device())?.to_dtype(DType::BF16)?),
+            _ => Weight::dense(q.dequantize(&q.device())?),
+        };
+    }
+    let dtype = match mode {
+        WeightMode::AsStored | WeightMode::F16 | WeightMode::Bf16 => read_dtype(mode, stored),
+        _ => DType::F32,
+    };
+    let w = vb.get_with_hints_dtype((vocab, hidden), "weight", Default::default(), dtype)?;
+    Weight::dense(w)
 }
 
 /// The dtype to read a linear weight in: as stored (half stays half), the half dtype asked,

@@ -6,6 +6,7 @@
 use super::attention::{Attention, AttentionOptions, QkNorms};
 use super::decoder::{Block, Decoder, DecoderSizes, Mlp};
 use super::head::{Head, HeadSpec};
+use super::linear;
 use super::norm::{Norm, NormKind};
 use super::ops::{self, Activation};
 use super::rope::{Rope, RopeScaling};
@@ -213,7 +214,7 @@ pub fn build_llama_like(
         vb
     };
     let h = cfg.hidden_size;
-    let embed = vb.get((cfg.vocab_size, h), "embed_tokens.weight")?;
+    let embed = linear::load_embedding(&vb.pp("embed_tokens"), cfg.vocab_size, h)?;
     let norm = |vb: VarBuilder, dim: usize| Norm::load(style.norm, vb, dim, style.eps);
     let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
     for i in 0..cfg.num_hidden_layers {

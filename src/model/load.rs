@@ -214,6 +214,7 @@ fn check_safetensors(path: &Path) -> Result<(HashMap<String, DType>, Vec<TensorS
             elems: view.shape().iter().product::<usize>() as u64,
             stored_bytes: view.data().len() as u64,
             linear: memory::is_linear_weight(name, view.shape().len()),
+            embedding: memory::is_token_embedding(name, view.shape().len()),
         })
         .collect();
     let dtypes = st

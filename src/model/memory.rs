@@ -11,8 +11,10 @@ pub(crate) struct TensorSize {
     pub elems: u64,
     /// Bytes as stored in the file.
     pub stored_bytes: u64,
-    /// A linear layer's weight (the weight mode applies); everything else is held in f32.
+    /// A linear layer's weight (the weight mode applies); everything else is held in f32,
+    /// but a token embedding, kept as stored (as-stored) or half (f16, bf16).
     pub linear: bool,
+    pub embedding: bool,
 }
 
 /// Whether a tensor name is a linear weight the mode applies to (an untied LM head is one; an
@@ -22,6 +24,12 @@ pub(crate) fn is_linear_weight(name: &str, dims: usize) -> bool {
     dims == 2 && !DENSE.iter().any(|d| name.contains(d))
 }
 
+/// Whether a tensor name is a token embedding (kept compact: see [`TensorSize::embedding`]).
+pub(crate) fn is_token_embedding(name: &str, dims: usize) -> bool {
+    const EMBEDDINGS: [&str; 4] = ["embed_tokens", "embed_in", "wte", "token_embd"];
+    dims == 2 && EMBEDDINGS.iter().any(|d| name.contains(d))
+}
+
 /// Bytes the weights take once loaded in `mode`.
 pub(crate) fn weight_bytes(tensors: &[TensorSize], mode: WeightMode) -> u64 {
     tensors
@@ -29,6 +37,11 @@ pub(crate) fn weight_bytes(tensors: &[TensorSize], mode: WeightMode) -> u64 {
         .map(|t| match (t.linear, mode.bytes_per_value()) {
             (true, Some(b)) => (t.elems as f64 * b) as u64,
             (true, None) => t.stored_bytes,
+            (false, _) if t.embedding => match mode {
+                WeightMode::AsStored => t.stored_bytes,
+                WeightMode::F16 | WeightMode::Bf16 => t.elems * 2,
+                _ => t.elems * 4,
+            },
             (false, _) => t.elems * 4,
         })
         .sum()

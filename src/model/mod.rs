@@ -23,6 +23,7 @@ pub mod olmo;
 pub mod olmo2;
 pub mod ops;
 pub mod phi3;
+mod quant_avx2;
 pub mod qwen3;
 pub mod registry;
 pub mod rope;

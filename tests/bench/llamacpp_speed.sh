@@ -35,6 +35,7 @@ best_time() {
   echo "| model | engine | weights | threads | prompt tok/s (64) | generation tok/s (32) |"
   echo "|---|---|---|---|---|---|"
 } > "$out"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for name in default gemma3-270m; do
   if [ "$name" = default ]; then model="$("$vene" fetch)"; label="SmolLM2-135M Q4_1"
   else model="$("$vene" fetch gemma3-270m)"; label="Gemma-3-270M Q4_K_M"; fi
@@ -49,9 +50,10 @@ print(f"| {label} | llama.cpp | as stored | {t} | {pp:.1f} | {tg:.1f} |")
 PY
     for w in as-stored f32; do
       run() { RAYON_NUM_THREADS=$t "$vene" generate --model "$model" --weights "$w" --json "$@"; }
-      python3 -c 'import json, sys; json.dump({"model": sys.argv[1], "base": {"input_ids": [list(range(300, 364))]}, "logits": "last"}, open(sys.argv[2], "w"))' "$model" "$here/out/llamacpp_prompt_request.json"
+      # The weight mode goes in the request: `vene run` loads as the request's model_options say.
+      python3 -c 'import json, sys; json.dump({"model": sys.argv[1], "model_options": {"weights": sys.argv[3]}, "base": {"input_ids": [list(range(300, 364))]}, "logits": "last"}, open(sys.argv[2], "w"))' "$model" "$here/out/llamacpp_prompt_request.json" "$w"
       ms=$(RAYON_NUM_THREADS=$t "$vene" run --request "$here/out/llamacpp_prompt_request.json" \
-        --weights "$w" --json --repeat 5 | tail -1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["median_ms"])')
+        --json --repeat 5 | tail -1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["median_ms"])')
       b=$(best_time run --ids "$ids64" --max-new-tokens 1)
       c=$(best_time run --ids "$ids64" --max-new-tokens 33 --ignore-eos)
       pp=$(echo "64000 / $ms" | bc -l)
@@ -61,4 +63,5 @@ PY
     done
   done
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 cat "$out"

@@ -89,6 +89,16 @@ int main(int argc, char **argv) {
   vene::ModelInfo info = model.info();
   EXPECT(info.model_type == "llama" && info.n_layers == 2 && info.vocab_size == 96);
   EXPECT(info.bos_id == 1 && !info.has_tokenizer);
+  // Weight modes: f16 halves the f32 fixture's resident bytes; a bad mode names itself.
+  auto with_weights = [&](const char *mode) {
+    vene::ModelOptions w;
+    w.weights = mode;
+    return vene::Model::load(argv[1], w);
+  };
+  size_t f16_bytes = with_weights("f16").info().weight_bytes;
+  EXPECT(info.weight_bytes > 0 && f16_bytes < info.weight_bytes && 3 * f16_bytes > info.weight_bytes);
+  expect_error([&] { with_weights("q3"); },
+               VENE_ERR_INVALID_INPUT, "q3");
   auto sites = model.sites();
   EXPECT(sites.size() == 16 && sites[0].component == "block_input" && sites[0].dim == 32);
 

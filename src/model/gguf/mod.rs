@@ -133,6 +133,7 @@ fn load_inner(path: &Path, options: &LoadOptions) -> Result<Model> {
                 stored_bytes: elems / i.ggml_dtype.block_size() as u64
                     * i.ggml_dtype.type_size() as u64,
                 linear: super::memory::is_linear_weight(name, i.shape.rank()),
+                embedding: super::memory::is_token_embedding(name, i.shape.rank()),
             }
         })
         .collect();

@@ -196,6 +196,8 @@ struct ModelInfo {
       intermediate_size, n_params;
   std::optional<int32_t> bos_id, eos_id, pad_id;
   bool has_tokenizer;
+  /// Bytes the weights occupy in memory as loaded.
+  size_t weight_bytes;
 };
 
 struct SiteInfo {
@@ -241,7 +243,7 @@ class Model {
     return {i.model_type,    i.source,       i.n_layers,    i.hidden_size,
             i.vocab_size,    i.max_positions, i.n_heads,    i.n_kv_heads,
             i.head_dim,      i.intermediate_size, i.n_params, id(i.bos_id),
-            id(i.eos_id),    id(i.pad_id),   i.has_tokenizer != 0};
+            id(i.eos_id),    id(i.pad_id),   i.has_tokenizer != 0, i.weight_bytes};
   }
   std::vector<SiteInfo> sites() const {
     size_t n = 0;

@@ -145,6 +145,14 @@ struct CModelInfo
     bos_id::Int64
     eos_id::Int64
     pad_id::Int64
+    weight_bytes::Csize_t
+end
+
+struct CModelOptions
+    struct_size::UInt32
+    require_tokenizer::UInt32
+    weights::Ptr{UInt8}
+    device::Ptr{UInt8}
 end
 
 struct CSiteInfo
@@ -277,17 +285,17 @@ function load_model(path::AbstractString; require_tokenizer::Bool=false,
     cstr(s) = s === nothing ? Ptr{UInt8}(C_NULL) : pointer(s)  # Julia strings end in NUL
     out = Ref{Ptr{Cvoid}}(C_NULL)
     GC.@preserve w d begin
-        # vene_model_options v3: struct_size, require_tokenizer, weights, device
-        opts = Ref((UInt32(24), UInt32(require_tokenizer), cstr(w), cstr(d)))
-        check(ccall((:vene_model_load, libvene), Int32, (Cstring, Ptr{Cvoid}, Ptr{Ptr{Cvoid}}),
-            path, opts, out))
+        opts = Ref(CModelOptions(UInt32(sizeof(CModelOptions)), UInt32(require_tokenizer),
+                                 cstr(w), cstr(d)))
+        check(ccall((:vene_model_load, libvene), Int32,
+            (Cstring, Ptr{CModelOptions}, Ptr{Ptr{Cvoid}}), path, opts, out))
     end
     finalizer(close, Model(out[]))
 end
 
 """Sizes, special tokens and tokenizer presence of a model, as a NamedTuple."""
 function info(m::Model)
-    i = Ref(CModelInfo(UInt32(sizeof(CModelInfo)), 0, C_NULL, C_NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    i = Ref(CModelInfo(UInt32(sizeof(CModelInfo)), 0, C_NULL, C_NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
     check(ccall((:vene_model_get_info, libvene), Int32, (Ptr{Cvoid}, Ptr{CModelInfo}), live(m), i))
     x = i[]
     (model_type=unsafe_string(x.model_type), source=unsafe_string(x.source),
@@ -295,7 +303,7 @@ function info(m::Model)
      max_positions=Int(x.max_positions), n_heads=Int(x.n_heads), n_kv_heads=Int(x.n_kv_heads),
      head_dim=Int(x.head_dim), intermediate_size=Int(x.intermediate_size),
      n_params=Int(x.n_params), bos_id=x.bos_id, eos_id=x.eos_id, pad_id=x.pad_id,
-     has_tokenizer=x.has_tokenizer != 0)
+     has_tokenizer=x.has_tokenizer != 0, weight_bytes=Int(x.weight_bytes))
 end
 
 """The model's site components: a vector of NamedTuples (component, dim, heads, shape, meaning)."""
