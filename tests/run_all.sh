@@ -72,3 +72,13 @@ cargo clippy --release --quiet --manifest-path plugins/sdk/Cargo.toml --features
 
 step "tests"
 cargo test --release 2>&1 | tee target/test.log
+
+step "Python package (bindings/python: abi3 wheel built on the same target dir, pytest, a 3-node Ray cluster on this machine)"
+bash bindings/python/test.sh
+
+step "CUDA compile check (nvcc 13.0 from PyPI; clippy --features cuda compiles candle's kernels and vene's CUDA paths; no GPU needed)"
+if [ "${VENE_SKIP_CUDA_CHECK:-0}" = 1 ]; then
+  echo "VENE_SKIP_CUDA_CHECK=1: the CUDA compile check was NOT run"
+else
+  bash tests/cuda_check.sh
+fi

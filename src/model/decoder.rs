@@ -312,7 +312,7 @@ impl Architecture for Decoder {
         };
         Some(both.map_err(Into::into).and_then(|ids| {
             let mut both = Input::from_ids(ids);
-            let dev = self.embed.device();
+            let dev = &self.embed.device();
             let masked = input.attention_mask.is_some() || extra.attention_mask.is_some();
             if masked {
                 let mask = |i: &Input| -> Result<Tensor> {
