@@ -32,9 +32,10 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// How to keep the model's weights in memory: as-stored (f16/bf16 stay half, GGUF blocks
-    /// stay quantized), f32, f16, bf16, or quantized at load to q8_0 or q4_k.
-    #[arg(long, global = true, value_name = "MODE", default_value = "as-stored")]
-    weights: String,
+    /// stay quantized; the default), f32, f16, bf16, or quantized at load to q8_0 or q4_k.
+    /// For `vene run` it overrides the request's model_options.weights.
+    #[arg(long, global = true, value_name = "MODE")]
+    weights: Option<String>,
     /// Where the model runs: cpu (the default), cuda (GPU 0) or cuda:N (a build with
     /// `--features cuda`). For `vene run` it overrides the request's model_options.device.
     #[arg(long, global = true, value_name = "DEVICE")]
@@ -145,7 +146,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> vene::Result<()> {
     let _hint = vene::intervention::registry::plugin_hint("the request field \"plugins\"");
-    let _ = common::WEIGHTS.set(vene::model::WeightMode::parse(&cli.weights)?);
+    if let Some(mode) = &cli.weights {
+        let _ = common::WEIGHTS.set(vene::model::WeightMode::parse(mode)?);
+    }
     if let Some(name) = &cli.device {
         let device =
             vene::model::parse_device(name).map_err(|e| vene::invalid!("--device: {e}"))?;

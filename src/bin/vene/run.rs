@@ -40,6 +40,9 @@ pub fn run(a: Args) -> vene::Result<()> {
     if let Some(device) = crate::common::DEVICE.get() {
         file.model_options.device = device.clone();
     }
+    if let Some(weights) = crate::common::WEIGHTS.get() {
+        file.model_options.weights = *weights;
+    }
     let mut iv = file.open()?;
     let req = file.request(&mut iv)?;
     let tensors = req.run(&iv)?;
