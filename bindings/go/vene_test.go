@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,19 @@ func logits(t *testing.T) func(*Result, error) []float32 {
 		}
 		return x.Data
 	}
+}
+
+// near: same length, and every element within tol (relative to max(1, |b|)).
+func near(a, b []float32, tol float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Abs(float64(a[i]-b[i])) > tol*math.Max(1, math.Abs(float64(b[i]))) {
+			return false
+		}
+	}
+	return true
 }
 
 func equal(a, b []float32) bool {
@@ -458,7 +472,10 @@ func veneRun(t *testing.T, request string) (map[string]any, string) {
 var sampled = GenerateOptions{MaxNewTokens: 6, Temperature: 0.8, TopK: 20, TopP: 0.9, Seed: 7, IgnoreEOS: true}
 
 // An empty config is the plain model: its logits are the model's own forward (the
-// "original.logits" of any intervenable) bit for bit, and so is its generation.
+// "original.logits" of any intervenable) and its generation the original's. Equal to float
+// rounding, not bit for bit: with one source in parallel mode the original rides in the
+// source's batch (so it stays bit-identical to the intervened run below the intervention),
+// and candle's f32 matmul rounds differently at another batch size.
 func TestPlainRuns(t *testing.T) {
 	m := mustModel(t)
 	ref := mustIV(t, m, vanilla)
@@ -484,7 +501,7 @@ func TestPlainRuns(t *testing.T) {
 	}
 	for _, cfg := range []string{"", "[]"} {
 		iv := mustIV(t, m, cfg)
-		if got := logits(t)(iv.Run(&Request{Base: base})); !equal(got, want.Data) {
+		if got := logits(t)(iv.Run(&Request{Base: base})); !near(got, want.Data, 1e-5) {
 			t.Fatalf("config %q: plain logits differ from the model's", cfg)
 		}
 		g, err := iv.Generate(&Request{Base: prompt}, sampled)
