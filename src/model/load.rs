@@ -164,8 +164,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Opens the weights in the dtype and on the device asked for, with the dtype each tensor is
-/// stored in (safetensors only; empty for a torch pickle); safetensors are memory-mapped and
-/// checked before use.
+/// stored in (safetensors only; empty for a torch pickle); safetensors are checked before use,
+/// then read tensor by tensor.
 fn weights(
     dir: &Path,
     options: &LoadOptions,
@@ -179,21 +179,21 @@ fn weights(
     }
     let mut stored = HashMap::new();
     let mut sizes = Vec::new();
-    let mut mapped = 0;
     for f in &files {
         let (dtypes, s) = check_safetensors(f)?;
         stored.extend(dtypes);
         sizes.extend(s);
-        mapped += std::fs::metadata(f).map_or(0, |m| m.len());
     }
     // Host memory only: on a GPU the weights live in device memory, whose limit the driver
     // reports at allocation.
     if options.device.is_cpu() {
-        memory::check_fit(dir, &sizes, options.weights, mapped)?;
+        // Nothing stays mapped: the files are read tensor by tensor.
+        memory::check_fit(dir, &sizes, options.weights, 0)?;
     }
-    // SAFETY: the files are not modified while mapped; we only read them.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, dev) }
-        .map_err(|e| Error::file(&files[0], format!("cannot map safetensors: {e}")))?;
+    // Read, not mapped: see safetensors_read.rs.
+    let files_read = super::safetensors_read::SafetensorsFiles::open(&files)
+        .map_err(|e| Error::file(&files[0], format!("cannot open safetensors: {e}")))?;
+    let vb = VarBuilder::from_backend(Box::new(files_read), dtype, dev.clone());
     Ok((vb, stored))
 }
 

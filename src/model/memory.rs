@@ -47,36 +47,40 @@ pub(crate) fn weight_bytes(tensors: &[TensorSize], mode: WeightMode) -> u64 {
         .sum()
 }
 
-/// Bytes the process may still allocate: the smaller of MemAvailable and what the address
-/// space limit (RLIMIT_AS) leaves, with where each number comes from. `None` if neither is
-/// known.
-fn available() -> Option<(u64, String)> {
-    let mut best: Option<(u64, String)> = None;
-    let mut consider = |bytes: u64, why: String| {
-        if best.as_ref().is_none_or(|(b, _)| bytes < *b) {
-            best = Some((bytes, why));
-        }
-    };
+/// One bound on what the process may still allocate, with where the number comes from.
+struct Limit {
+    bytes: u64,
+    why: String,
+    /// Whether file mappings count against it: they do against an address-space limit, not
+    /// against MemAvailable (mapped file pages are page cache the kernel can drop).
+    counts_mappings: bool,
+}
+
+/// The bounds that apply: MemAvailable, and what an address-space limit (RLIMIT_AS) leaves.
+fn limits() -> Vec<Limit> {
+    let mut limits = Vec::new();
     if let Some(kb) = proc_kb("/proc/meminfo", "MemAvailable:") {
-        consider(
-            kb * 1024,
-            format!("{} available (MemAvailable)", gib(kb * 1024)),
-        );
+        limits.push(Limit {
+            bytes: kb * 1024,
+            why: format!("{} available (MemAvailable)", gib(kb * 1024)),
+            counts_mappings: false,
+        });
     }
     if let Some(limit) = address_space_limit() {
         let used = proc_kb("/proc/self/status", "VmSize:").unwrap_or(0) * 1024;
         let left = limit.saturating_sub(used);
-        consider(
-            left,
-            format!(
+        limits.push(Limit {
+            bytes: left,
+            why: format!(
                 "{} left under the address-space limit of {} (ulimit -v / RLIMIT_AS; {} in use)",
                 gib(left),
                 gib(limit),
                 gib(used)
             ),
-        );
+            counts_mappings: true,
+        });
     }
-    best
+    limits
 }
 
 fn address_space_limit() -> Option<u64> {
@@ -108,10 +112,8 @@ pub(crate) fn check_fit(
     mode: WeightMode,
     mapped: u64,
 ) -> Result<()> {
-    let Some((avail, why)) = available() else {
-        return Ok(());
-    };
-    let need = |m: WeightMode| -> u64 {
+    let limits = limits();
+    let need = |m: WeightMode, limit: &Limit| -> u64 {
         let w = weight_bytes(tensors, m);
         // The largest tensor is read (copied) before it is converted, a quantized matmul may
         // dequantize one matrix per call (at most 256 MiB); 32 MiB for the rest.
@@ -122,12 +124,12 @@ pub(crate) fn check_fit(
             .map(|t| (t.elems * 4).min(256 << 20))
             .max()
             .unwrap_or(0);
-        w + mapped + largest + dequantized + (32 << 20)
+        let mappings = if limit.counts_mappings { mapped } else { 0 };
+        w + mappings + largest + dequantized + (32 << 20)
     };
-    let needed = need(mode);
-    if needed <= avail {
+    let Some(short) = limits.iter().find(|l| need(mode, l) > l.bytes) else {
         return Ok(());
-    }
+    };
     let fits: Vec<String> = [
         WeightMode::AsStored,
         WeightMode::F16,
@@ -135,8 +137,8 @@ pub(crate) fn check_fit(
         WeightMode::Q4K,
     ]
     .into_iter()
-    .filter(|&m| m != mode && need(m) <= avail)
-    .map(|m| format!("{} (about {})", m.name(), gib(need(m))))
+    .filter(|&m| m != mode && limits.iter().all(|l| need(m, l) <= l.bytes))
+    .map(|m| format!("{} (about {})", m.name(), gib(need(m, short))))
     .collect();
     let advice = if fits.is_empty() {
         "no weight mode fits: free memory or raise the limit".to_string()
@@ -147,10 +149,11 @@ pub(crate) fn check_fit(
         path,
         format!(
             "the model does not fit in memory with '{}' weights: it needs about {} ({} of weights), \
-             {why}; {advice}",
+             {}; {advice}",
             mode.name(),
-            gib(needed),
+            gib(need(mode, short)),
             gib(weight_bytes(tensors, mode)),
+            short.why,
         ),
     ))
 }

@@ -27,6 +27,7 @@ mod quant_avx2;
 pub mod qwen3;
 pub mod registry;
 pub mod rope;
+mod safetensors_read;
 pub mod tokenizer;
 pub mod tokenizer_spm;
 

@@ -77,7 +77,11 @@ def test_killed_actor_parts_run_elsewhere():
     got = []
     for part, r in s.stream():
         if not got:
-            ray.kill(s.actors[0])  # its queued parts must run again on another actor
+            # Wait until actor 0 is up (else a fast actor 1 can deliver first while actor 0 is
+            # still starting, and killing it loses no part); then its parts, in flight or
+            # given to it next, must run again on another actor.
+            ray.get(s.actors[0].node.remote())
+            ray.kill(s.actors[0])
         got.append(part)
     assert sorted(got) == list(range(6))
     assert s.retried >= 1 and s.actors_started >= 3
