@@ -291,15 +291,7 @@ fn joined_cells(
                 joins.push((l, rows));
             }
             let mut cache = clean_cache.prefix(p, chunk.len())?;
-            let mut hooks = RowPatcher::new(acts).with_offset(p);
-            for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
-                hooks.edit(RowEdit {
-                    row,
-                    site: Site::new(l, c),
-                    pos: p,
-                    head: h,
-                });
-            }
+            let mut hooks = cell_patcher(acts, chunk, p);
             let input = repeated(&base[p..], chunk.len(), dev)?;
             let Some(o) = model.forward_joined(&input, &joins, &mut hooks, &last, &mut cache)
             else {
@@ -308,19 +300,44 @@ fn joined_cells(
             let logits = o?
                 .logits
                 .ok_or_else(|| invalid!("this model produces no token logits"))?;
-            for (&(c, l, p, h), r) in chunk.iter().zip(readouts(&logits, &spec.watch)?) {
-                out.push(PatchCell {
-                    component: c,
-                    layer: l,
-                    position: p,
-                    head: h,
-                    readout: r,
-                });
-            }
+            push_cells(&mut out, chunk, &logits, &spec.watch)?;
             progress(out.len(), total);
         }
     }
     Ok(Some(out))
+}
+
+/// The hooks that patch row i of a batch with cell i of `chunk` (rows start at position `p`).
+fn cell_patcher<'a>(acts: &'a Activations, chunk: &[Cell], p: usize) -> RowPatcher<'a> {
+    let mut hooks = RowPatcher::new(acts).with_offset(p);
+    for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
+        hooks.edit(RowEdit {
+            row,
+            site: Site::new(l, c),
+            pos: p,
+            head: h,
+        });
+    }
+    hooks
+}
+
+/// Appends the cells of `chunk` with their readouts from the batch's last-position logits.
+fn push_cells(
+    out: &mut Vec<PatchCell>,
+    chunk: &[Cell],
+    logits: &candle_core::Tensor,
+    watch: &[u32],
+) -> Result<()> {
+    for (&(c, l, p, h), r) in chunk.iter().zip(readouts(logits, watch)?) {
+        out.push(PatchCell {
+            component: c,
+            layer: l,
+            position: p,
+            head: h,
+            readout: r,
+        });
+    }
+    Ok(())
 }
 
 /// Every cell as a whole forward from the embeddings, after the base's prefix before its
@@ -347,29 +364,13 @@ fn prefix_cells(
         let mut prefix = Prefix::run(model, &base[..p], 1, &mut NoHooks)?;
         for chunk in at_p.chunks(bs) {
             let mut cache = prefix.expand(model, chunk.len())?;
-            let mut hooks = RowPatcher::new(acts).with_offset(p);
-            for (row, &(c, l, p, h)) in chunk.iter().enumerate() {
-                hooks.edit(RowEdit {
-                    row,
-                    site: Site::new(l, c),
-                    pos: p,
-                    head: h,
-                });
-            }
+            let mut hooks = cell_patcher(acts, chunk, p);
             let input = repeated(&base[p..], chunk.len(), dev)?;
             let o = model.forward_cached(&input, &mut hooks, &last, &mut cache)?;
             let logits = o
                 .logits
                 .ok_or_else(|| invalid!("this model produces no token logits"))?;
-            for (&(c, l, p, h), r) in chunk.iter().zip(readouts(&logits, &spec.watch)?) {
-                out.push(PatchCell {
-                    component: c,
-                    layer: l,
-                    position: p,
-                    head: h,
-                    readout: r,
-                });
-            }
+            push_cells(&mut out, chunk, &logits, &spec.watch)?;
             progress(out.len(), total);
         }
     }

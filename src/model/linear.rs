@@ -496,13 +496,13 @@ fn plan_mode() -> WeightMode {
     PLAN.with(|p| p.borrow().as_ref().map_or(WeightMode::F32, |p| p.mode))
 }
 
-/// Builds the linear whose weight is `name` (full name, `...weight`) of shape (out, in):
-/// from the GGUF blocks kept quantized, else read from `vb` in the dtype the mode asks.
-pub(crate) fn load_weight(
+/// What the load's plan says of `vb`'s weight: the weight mode, the dtype it is
+/// stored in, and its GGUF blocks when kept quantized (checked to be `rows` x `cols`).
+fn planned(
     vb: &candle_nn::VarBuilder,
-    out_dim: usize,
-    in_dim: usize,
-) -> Result<Weight> {
+    rows: usize,
+    cols: usize,
+) -> Result<(WeightMode, Option<DType>, Option<Arc<QTensor>>)> {
     let full = format!("{}.weight", vb.prefix());
     let (mode, stored, q) = PLAN.with(|p| {
         let p = p.borrow();
@@ -515,13 +515,26 @@ pub(crate) fn load_weight(
             ),
         }
     });
-    if let Some(q) = q {
+    if let Some(q) = &q {
         let dims = q.shape().dims().to_vec();
-        if dims != [out_dim, in_dim] {
+        if dims != [rows, cols] {
             return Err(crate::invalid!(
-                "{full}: shape {dims:?}, expected [{out_dim}, {in_dim}]"
+                "{full}: shape {dims:?}, expected [{rows}, {cols}]"
             ));
         }
+    }
+    Ok((mode, stored, q))
+}
+
+/// Builds the linear whose weight is `name` (full name, `...weight`) of shape (out, in):
+/// from the GGUF blocks kept quantized, else read from `vb` in the dtype the mode asks.
+pub(crate) fn load_weight(
+    vb: &candle_nn::VarBuilder,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<Weight> {
+    let (mode, stored, q) = planned(vb, out_dim, in_dim)?;
+    if let Some(q) = q {
         return match mode {
             WeightMode::AsStored => Weight::from_qtensor(q),
             WeightMode::F16 => Weight::dense(q.dequantize_f16(&q.device())?),
@@ -549,25 +562,8 @@ pub(crate) fn load_embedding(
     vocab: usize,
     hidden: usize,
 ) -> Result<Weight> {
-    let full = format!("{}.weight", vb.prefix());
-    let (mode, stored, q) = PLAN.with(|p| {
-        let p = p.borrow();
-        match p.as_ref() {
-            None => (WeightMode::F32, None, None),
-            Some(p) => (
-                p.mode,
-                p.stored_dtypes.get(&full).copied(),
-                p.quantized.get(&full).cloned(),
-            ),
-        }
-    });
+    let (mode, stored, q) = planned(vb, vocab, hidden)?;
     if let Some(q) = q {
-        let dims = q.shape().dims().to_vec();
-        if dims != [vocab, hidden] {
-            return Err(crate::invalid!(
-                "{full}: shape {dims:?}, expected [{vocab}, {hidden}]"
-            ));
-        }
         return match mode {
             WeightMode::AsStored => Weight::from_qtensor(q),
             WeightMode::F16 => Weight::dense(q.dequantize_f16(&q.device())?),
