@@ -8,17 +8,14 @@
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use vene::model::{device_name, parse_device, LoadOptions, WeightMode};
 use vene::Model;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(name)
-}
+mod hf_fixtures;
+use hf_fixtures::{copy_task, fixture};
 
 fn err_of(name: &str) -> String {
     parse_device(name)
@@ -250,30 +247,9 @@ fn gpu_runs_match_cpu() {
 fn gpu_das_training_matches_cpu() {
     use vene::config::IntervenableConfig;
     use vene::intervenable::IntervenableModel;
-    use vene::train::{self, Dataset, Example, Label, Loss, Sequence, TrainOptions};
+    use vene::train::{self, Loss, TrainOptions};
     let gpu = test_device();
-    let mut s = 12345u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s % 90 + 3) as u32
-    };
-    let examples: Vec<Example> = (0..32)
-        .map(|_| {
-            let base: Vec<u32> = (0..5).map(|_| next()).collect();
-            let source: Vec<u32> = (0..5).map(|_| next()).collect();
-            let label = Label::new(source[2]);
-            Example::simple(
-                Sequence::Tokens(base),
-                Sequence::Tokens(source),
-                &[2],
-                1,
-                label,
-            )
-        })
-        .collect();
-    let data = Dataset::new(examples);
+    let data = copy_task();
     let cfg = r#"{"layer": 0, "component": "block_output", "intervention_type": "RotatedSpaceIntervention", "interchange_dim": 16}"#;
     for mode in [WeightMode::F32, WeightMode::F16, WeightMode::Q8_0] {
         let losses = |device: &Device| {

@@ -473,29 +473,8 @@ fn das_trains_on_half_and_quantized_models() {
     use std::sync::Arc;
     use vene::config::IntervenableConfig;
     use vene::intervenable::IntervenableModel;
-    use vene::train::{self, evaluate, Dataset, Example, Label, Loss, Sequence, TrainOptions};
-    let mut s = 12345u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s % 90 + 3) as u32
-    };
-    let examples: Vec<Example> = (0..32)
-        .map(|_| {
-            let base: Vec<u32> = (0..5).map(|_| next()).collect();
-            let source: Vec<u32> = (0..5).map(|_| next()).collect();
-            let label = Label::new(source[2]);
-            Example::simple(
-                Sequence::Tokens(base),
-                Sequence::Tokens(source),
-                &[2],
-                1,
-                label,
-            )
-        })
-        .collect();
-    let data = Dataset::new(examples);
+    use vene::train::{self, evaluate, Loss, TrainOptions};
+    let data = hf_fixtures::copy_task();
     for mode in [WeightMode::F32, WeightMode::F16, WeightMode::Q8_0] {
         let model = Arc::new(load(&fixture("llama"), mode));
         let cfg = r#"{"layer": 0, "component": "block_output", "intervention_type": "RotatedSpaceIntervention", "interchange_dim": 16}"#;

@@ -38,3 +38,31 @@ pub fn reference(name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
         .unwrap()
 }
+
+/// 32 seeded examples of a toy task for the tiny llama (vocab 96): the label is the source's
+/// token at position 2, swapped into the base there. Used to train DAS on every weight mode.
+pub fn copy_task() -> vene::train::Dataset {
+    use vene::train::{Dataset, Example, Label, Sequence};
+    let mut s = 12345u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % 90 + 3) as u32
+    };
+    let examples: Vec<Example> = (0..32)
+        .map(|_| {
+            let base: Vec<u32> = (0..5).map(|_| next()).collect();
+            let source: Vec<u32> = (0..5).map(|_| next()).collect();
+            let label = Label::new(source[2]);
+            Example::simple(
+                Sequence::Tokens(base),
+                Sequence::Tokens(source),
+                &[2],
+                1,
+                label,
+            )
+        })
+        .collect();
+    Dataset::new(examples)
+}
