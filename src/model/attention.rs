@@ -143,6 +143,10 @@ impl Attention {
 
     /// Softmax attention with the `attention_weight`, `head_attention_value_output` and
     /// `attention_value_output` sites; returns the merged values (batch, seq, heads * head_dim).
+    /// Without a backward, each key/value head serves its group of query heads in one matmul
+    /// (the group's query heads stacked as rows) and keys are read transposed in place: no
+    /// repeated keys and values, no transposed key copy (at decoding those copies of the whole
+    /// cache cost more than the products). The differentiable path keeps the plain form.
     fn attend(
         &self,
         layer: usize,
@@ -152,17 +156,34 @@ impl Attention {
         inputs: &AttentionInputs,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
-        let n_rep = self.opts.heads / self.opts.kv_heads;
-        let k = ops::repeat_kv(k, n_rep)?;
-        let v = ops::repeat_kv(v, n_rep)?;
-        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * self.opts.scale)?;
+        let (b, heads, s, d) = q.dims4()?;
+        let (kv, t) = (self.opts.kv_heads, k.dim(2)?);
+        let group = heads / kv;
+        let grouped = !inputs.differentiable;
+        let (k, v) = if grouped {
+            (k.contiguous()?, v.contiguous()?)
+        } else {
+            (ops::repeat_kv(k, group)?, ops::repeat_kv(v, group)?)
+        };
+        let raw = if grouped {
+            let q = q.contiguous()?.reshape((b, kv, group * s, d))?;
+            q.matmul(&k.t()?)?.reshape((b, heads, s, t))?
+        } else {
+            q.matmul(&k.t()?.contiguous()?)?
+        };
+        let mut scores = (raw * self.opts.scale)?;
         if let Some(cap) = self.opts.softcap {
             scores = ((scores / cap)?.tanh()? * cap)?;
         }
         let scores = scores.broadcast_add(inputs.bias)?;
         let weights = ops::softmax(&scores, inputs.differentiable)?;
         let weights = apply(hooks, Site::new(layer, Component::AttentionWeight), weights)?;
-        let values = weights.matmul(&v.contiguous()?)?;
+        let values = if grouped {
+            let w = weights.contiguous()?.reshape((b, kv, group * s, t))?;
+            w.matmul(&v)?.reshape((b, heads, s, d))?
+        } else {
+            weights.matmul(&v.contiguous()?)?
+        };
         let values = apply(
             hooks,
             Site::new(layer, Component::HeadAttentionValueOutput),

@@ -225,7 +225,10 @@ impl Weight {
     /// `x @ w^T` for a contiguous f32 `x` (n, in), without a backward.
     fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Weight::F32(w) => x.matmul(&w.t()?)?,
+            Weight::F32(w) => match small_rows_matmul(x, w)? {
+                Some(y) => y,
+                None => x.matmul(&w.t()?)?,
+            },
             // candle's f16 gemm is ~4x faster than widening the weight per call (SmolLM2
             // decoding), at the cost of rounding activations to f16 (relative 5e-4); inputs
             // beyond f16's range (65504) take the widened path. bf16 has no CPU kernel.
@@ -237,6 +240,29 @@ impl Weight {
             Weight::Quantized(q) => quantized_matmul(q, x)?,
         })
     }
+}
+
+/// `x @ w^T` through [`super::f32_rows`] when `x` has few rows and both are contiguous f32 on
+/// the CPU (`None`: use gemm).
+fn small_rows_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let (m, k) = x.dims2()?;
+    let (n, wk) = w.dims2()?;
+    if m == 0 || m > super::f32_rows::MAX_ROWS || k != wk || !super::f32_rows::supported() {
+        return Ok(None);
+    }
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let (
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(xv)),
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wv)),
+        Some((x0, x1)),
+        Some((w0, w1)),
+    ) = (&*xs, &*ws, xl.contiguous_offsets(), wl.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    let out = super::f32_rows::matmul_t(&xv[x0..x1], &wv[w0..w1], m, k, n);
+    Ok(Some(Tensor::from_vec(out, (m, n), x.device())?))
 }
 
 /// `x @ q^T` with candle's quantized kernels: each activation row is rounded to 8-bit blocks
