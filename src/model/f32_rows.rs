@@ -22,10 +22,17 @@ pub(crate) fn supported() -> bool {
     }
 }
 
-/// `x` (m, k) row-major times `w` (n, k) row-major, transposed: (m, n) row-major. The caller
-/// checks [`supported`] and the lengths.
-pub(crate) fn matmul_t(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    debug_assert!(x.len() == m * k && w.len() == n * k);
+/// `x` (m, k) row-major times `w` (n, k) row-major, transposed, plus `bias` (n) on every row:
+/// (m, n) row-major. The caller checks [`supported`] and the lengths.
+pub(crate) fn matmul_t(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
+    debug_assert!(x.len() == m * k && w.len() == n * k && bias.is_none_or(|b| b.len() == n));
     let mut out = vec![0f32; m * n];
     let out_at = out.as_mut_ptr() as usize;
     // Column ranges in whole tiles, a few per thread for balance; small matrices stay on
@@ -41,7 +48,7 @@ pub(crate) fn matmul_t(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Ve
     let run = |(start, end): (usize, usize)| {
         // SAFETY: `supported()` was checked by the caller; each task writes only its own
         // columns of `out`, which outlives the tasks.
-        unsafe { kernel::columns(x, w, m, k, n, start, end, out_at as *mut f32) }
+        unsafe { kernel::columns(x, w, bias, (m, k, n), (start, end), out_at as *mut f32) }
     };
     if ranges.len() == 1 {
         run(ranges[0]);
@@ -64,17 +71,38 @@ mod kernel {
     /// fill 16 of AVX2's registers.
     const ROWS: usize = 3;
 
+    /// Bytes of input rows kept in L2 at a time (half of a typical 1 MiB L2).
+    const L2_BYTES: usize = 512 * 1024;
+
     /// Output columns `start..end` of every row.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn columns(
         x: &[f32],
         w: &[f32],
-        m: usize,
-        k: usize,
-        n: usize,
-        start: usize,
-        end: usize,
+        bias: Option<&[f32]>,
+        (m, k, n): (usize, usize, usize),
+        (start, end): (usize, usize),
+        out: *mut f32,
+    ) {
+        // Rows in blocks that stay in L2 while every column tile of the range passes over
+        // them; a column tile (COLS weight rows) stays in L1 across a block's row tiles.
+        let block = (L2_BYTES / (4 * k)).max(ROWS) / ROWS * ROWS;
+        for r0 in (0..m).step_by(block) {
+            let r1 = (r0 + block).min(m);
+            rows_block(x, w, bias, (r0, r1), (k, n), (start, end), out);
+        }
+    }
+
+    /// Output columns `start..end` of rows `r0..r1`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_block(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        (r0, r1): (usize, usize),
+        (k, n): (usize, usize),
+        (start, end): (usize, usize),
         out: *mut f32,
     ) {
         let xr = |r: usize| x.as_ptr().add(r * k);
@@ -82,9 +110,9 @@ mod kernel {
         let mut c = start;
         while c < end {
             let cols = (end - c).min(COLS);
-            let mut r = 0;
-            while r < m {
-                let rows = (m - r).min(ROWS);
+            let mut r = r0;
+            while r < r1 {
+                let rows = (r1 - r).min(ROWS);
                 macro_rules! go {
                     ($R:literal, $C:literal) => {{
                         let xs: [*const f32; $R] = std::array::from_fn(|i| xr(r + i));
@@ -92,7 +120,8 @@ mod kernel {
                         let v = tile::<$R, $C>(xs, ws, k);
                         for i in 0..$R {
                             for j in 0..$C {
-                                *out.add((r + i) * n + c + j) = v[i][j];
+                                let b = bias.map_or(0.0, |b| b[c + j]);
+                                *out.add((r + i) * n + c + j) = v[i][j] + b;
                             }
                         }
                     }};
@@ -163,15 +192,12 @@ mod kernel {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn columns(
         _: &[f32],
         _: &[f32],
-        _: usize,
-        _: usize,
-        _: usize,
-        _: usize,
-        _: usize,
+        _: Option<&[f32]>,
+        _: (usize, usize, usize),
+        _: (usize, usize),
         _: *mut f32,
     ) {
         unreachable!("supported() is false off x86-64")
@@ -182,13 +208,14 @@ mod kernel {
 mod tests {
     use super::*;
 
-    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
         let mut out = vec![0f64; m * n];
         for r in 0..m {
             for c in 0..n {
-                out[r * n + c] = (0..k)
-                    .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
-                    .sum();
+                out[r * n + c] = b[c] as f64
+                    + (0..k)
+                        .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                        .sum::<f64>();
             }
         }
         out
@@ -210,11 +237,17 @@ mod tests {
             eprintln!("SKIPPED: f32_rows kernel needs AVX2+FMA; this CPU lacks them");
             return;
         }
-        // Odd sizes: edge tiles in both directions and a k tail.
-        for &(m, k, n) in &[(1, 8, 1), (5, 37, 11), (7, 576, 193), (48, 64, 1030)] {
-            let (x, w) = (values(m * k, 1), values(n * k, 2));
-            let got = matmul_t(&x, &w, m, k, n);
-            let want = reference(&x, &w, m, k, n);
+        // Odd sizes: edge tiles in both directions, a k tail, several L2 row blocks.
+        for &(m, k, n) in &[
+            (1, 8, 1),
+            (5, 37, 11),
+            (7, 576, 193),
+            (48, 64, 1030),
+            (200, 4096, 9),
+        ] {
+            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+            let got = matmul_t(&x, &w, Some(&b), m, k, n);
+            let want = reference(&x, &w, &b, m, k, n);
             for (g, e) in got.iter().zip(&want) {
                 assert!(
                     (*g as f64 - e).abs() <= 1e-5 * (k as f64).sqrt(),
@@ -223,7 +256,7 @@ mod tests {
             }
             // Each row alone gives the very same bits.
             for r in 0..m {
-                let one = matmul_t(&x[r * k..(r + 1) * k], &w, 1, k, n);
+                let one = matmul_t(&x[r * k..(r + 1) * k], &w, Some(&b), 1, k, n);
                 assert_eq!(one, got[r * n..(r + 1) * n], "row {r} of ({m}, {k}, {n})");
             }
         }

@@ -222,10 +222,21 @@ impl Weight {
         })
     }
 
+    /// `x @ w^T + b` for a contiguous f32 `x` (n, in), without a backward. Small f32 products
+    /// add the bias as they write (a separate add of that size goes to candle's thread pool).
+    fn affine(&self, x: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        if let Weight::F32(w) = self {
+            if let Some(y) = small_rows_matmul(x, w, b)? {
+                return Ok(y);
+            }
+        }
+        add_bias(self.matmul_t(x)?, b)
+    }
+
     /// `x @ w^T` for a contiguous f32 `x` (n, in), without a backward.
     fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Weight::F32(w) => match small_rows_matmul(x, w)? {
+            Weight::F32(w) => match small_rows_matmul(x, w, None)? {
                 Some(y) => y,
                 None => x.matmul(&w.t()?)?,
             },
@@ -242,27 +253,47 @@ impl Weight {
     }
 }
 
-/// `x @ w^T` through [`super::f32_rows`] when `x` has few rows and both are contiguous f32 on
-/// the CPU (`None`: use gemm).
-fn small_rows_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+/// `x @ w^T (+ b)` through [`super::f32_rows`] when `x` has few rows and all are contiguous
+/// f32 on the CPU (`None`: use gemm).
+fn small_rows_matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tensor>> {
     let (m, k) = x.dims2()?;
     let (n, wk) = w.dims2()?;
     if m == 0 || m > super::f32_rows::MAX_ROWS || k != wk || !super::f32_rows::supported() {
         return Ok(None);
     }
-    let (xs, xl) = x.storage_and_layout();
-    let (ws, wl) = w.storage_and_layout();
-    let (
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(xv)),
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wv)),
-        Some((x0, x1)),
-        Some((w0, w1)),
-    ) = (&*xs, &*ws, xl.contiguous_offsets(), wl.contiguous_offsets())
-    else {
-        return Ok(None);
-    };
-    let out = super::f32_rows::matmul_t(&xv[x0..x1], &wv[w0..w1], m, k, n);
-    Ok(Some(Tensor::from_vec(out, (m, n), x.device())?))
+    let out = with_cpu_f32(x, |x| {
+        with_cpu_f32(w, |w| match b {
+            None => Some(super::f32_rows::matmul_t(x, w, None, m, k, n)),
+            Some(b) if b.elem_count() == n => {
+                with_cpu_f32(b, |b| super::f32_rows::matmul_t(x, w, Some(b), m, k, n))
+            }
+            Some(_) => None,
+        })
+        .flatten()
+    })
+    .flatten();
+    Ok(match out {
+        Some(out) => Some(Tensor::from_vec(out, (m, n), x.device())?),
+        None => None,
+    })
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor in place (`None` for any other).
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+            Some(f(&v[a..b]))
+        }
+        _ => None,
+    }
+}
+
+fn add_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match b {
+        Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+        None => y,
+    })
 }
 
 /// `x @ q^T` with candle's quantized kernels: each activation row is rounded to 8-bit blocks
@@ -433,13 +464,9 @@ pub fn frozen_forward(x: &Tensor, w: &Weight, b: Option<&Tensor>) -> Result<Tens
             Weight::F32(_) => w.matmul_t(&x2.detach())?,
             _ => x2.detach().matmul(&w.to_f32()?.t()?)?,
         };
-        x2.apply_op2(&pre, FrozenMatmul { w: w.clone() })?
+        add_bias(x2.apply_op2(&pre, FrozenMatmul { w: w.clone() })?, b)?
     } else {
-        w.matmul_t(&x2)?
-    };
-    let y = match b {
-        Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
-        None => y,
+        w.affine(&x2, b)?
     };
     let mut out = dims[..dims.len() - 1].to_vec();
     out.push(w.dims()?.0);

@@ -2,7 +2,8 @@
 engines interleaved round by round (so machine load hits both alike), medians over rounds.
 
     python3 tests/bench/latency.py [--threads N] [--rounds R] [--iters K] [--vene BIN]
-        [--vene-before BIN] [--only interchange,steer,sweep] [--out FILE] [--priority]
+        [--vene-before BIN] [--only interchange,steer,sweep,trace] [--out FILE] [--priority]
+        [--trace-samples 10] [--trace-rounds 1]
 
 - interchange (GPT-2-small shape, random weights, tests/bench/make_gpt2_small.py): one source,
   layer 6 `mlp_output` at the last position, batch x seq 1x16 and 8x64, logits for every
@@ -13,6 +14,9 @@ engines interleaved round by round (so machine load hits both alike), medians ov
   whole processes including model load: `vene patch` against tests/bench/patch_pyvene.py (one
   IntervenableModel per layer, positions batched; the model as an f32 safetensors directory
   converted once from the same GGUF). The P(target) grids of both are compared.
+- trace (only when asked; long): `vene trace` of ROME's Eiffel Tower fact with 10 noise samples
+  and 3 kinds against tests/bench/trace_pyvene.py (a careful pyvene loop), whole processes, f32
+  weights on both sides; the 900 scores of both are compared.
 `--vene-before` adds a second vene binary (e.g. main's) to every comparison. `uptime`'s load
 average is printed with each row. Writes a markdown table (to --out if given).
 """
@@ -95,7 +99,10 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--vene", default=os.path.join(ROOT, "target", "release", "vene"))
     ap.add_argument("--vene-before")
-    ap.add_argument("--only", default="interchange,steer,sweep")
+    ap.add_argument("--only", default="interchange,steer,sweep",
+                    help="any of interchange, steer, sweep, trace (trace is long: not in the default)")
+    ap.add_argument("--trace-samples", type=int, default=10, help="noise samples of the trace (ROME: 10)")
+    ap.add_argument("--trace-rounds", type=int, default=1)
     ap.add_argument("--out")
     ap.add_argument("--priority", action="store_true",
                     help="run (both engines alike) in an own scheduler autogroup at nice -15, as run.sh --priority")
@@ -120,6 +127,18 @@ def main():
         bins.append(("vene before", os.path.abspath(a.vene_before)))
     names = [n for n, _ in bins] + ["pyvene"]
     rows = []
+
+    def smollm2_f32(vene_bin):
+        """The default model's GGUF as an f32 Hugging Face directory, converted once."""
+        gguf = subprocess.run([vene_bin, "fetch"], capture_output=True, text=True, check=True).stdout.strip()
+        hf = os.path.join(WORK, "smollm2-f32")
+        if not os.path.exists(os.path.join(hf, "config.json")):
+            m = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
+                                                     torch_dtype=torch.float32)
+            m.save_pretrained(hf)
+            AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf)).save_pretrained(hf)
+            del m
+        return hf
 
     def report(label, med):
         py = med["pyvene"]
@@ -185,14 +204,7 @@ def main():
         del model
 
     if "sweep" in only:
-        gguf = subprocess.run([bins[0][1], "fetch"], capture_output=True, text=True, check=True).stdout.strip()
-        hf = os.path.join(WORK, "smollm2-f32")
-        if not os.path.exists(os.path.join(hf, "config.json")):
-            m = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf),
-                                                     torch_dtype=torch.float32)
-            m.save_pretrained(hf)
-            AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf)).save_pretrained(hf)
-            del m
+        hf = smollm2_f32(bins[0][1])
         tok = AutoTokenizer.from_pretrained(hf)
         base_t, src_t = "The capital of Spain is", "The capital of Italy is"
         base_ids = tok(base_t, add_special_tokens=False)["input_ids"]
@@ -236,6 +248,53 @@ def main():
         diff = max(abs(x - y) for gr, gp in zip(grids[bins[0][1]], grids["pyvene"]) for x, y in zip(gr, gp))
         print(f"P(target) grid, vene vs pyvene: max |diff| {diff:.2e}", file=sys.stderr)
         rows.append(f"\nP(' Madrid') over the 150 sweep cells, vene vs pyvene: max abs diff {diff:.1e}.")
+
+    if "trace" in only:
+        hf = smollm2_f32(bins[0][1])
+        tok = AutoTokenizer.from_pretrained(hf)
+        prompt, subject = "The Eiffel Tower is located in the city of", "Eiffel Tower"
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        target = tok(" Paris", add_special_tokens=False)["input_ids"][0]
+        traces = {}
+
+        def vene_trace(bn):
+            def run():
+                cmd = [bn, "trace", "--prompt", prompt, "--subject", subject, "--target", " Paris",
+                       "--samples", str(a.trace_samples), "--weights", "f32", "--json",
+                       "--out", os.path.join(WORK, "lat-trace")]
+                t = time.perf_counter()
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                ms = (time.perf_counter() - t) * 1000
+                if p.returncode != 0:
+                    raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr}")
+                traces[bn] = json.loads(p.stdout)
+                return ms
+            return run
+
+        def py_trace():
+            start, end = traces[bins[0][1]]["subject_positions"]
+            cmd = [sys.executable, os.path.join(ROOT, "tests/bench/trace_pyvene.py"), hf,
+                   ",".join(map(str, ids)), str(start), str(end), str(target),
+                   "--samples", str(a.trace_samples)]
+            t = time.perf_counter()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            ms = (time.perf_counter() - t) * 1000
+            if p.returncode != 0:
+                raise SystemExit(f"pyvene trace failed:\n{p.stderr}")
+            traces["pyvene"] = json.loads(p.stdout.strip().splitlines()[-1])
+            return ms
+
+        # vene first in every round: the pyvene loop takes the subject positions vene found.
+        engines = [(n, vene_trace(bn)) for n, bn in bins] + [("pyvene", py_trace)]
+        res = {n: [] for n, _ in engines}
+        for _ in range(a.trace_rounds):
+            for n, fn in engines:
+                res[n].append(fn())
+        med = {n: statistics.median(v) for n, v in res.items()}
+        report(f"SmolLM2 `vene trace` (ROME, {a.trace_samples} samples, 3 kinds), whole process, f32 weights", med)
+        diff = max(abs(x - y) for g in traces[bins[0][1]]["grids"]
+                   for rv, rp in zip(g["scores"], traces["pyvene"]["grids"][g["kind"]]) for x, y in zip(rv, rp))
+        rows.append(f"\nTrace grids (3 kinds x 30 layers x 10 positions), vene vs pyvene: max abs diff {diff:.1e}.")
 
     head = (f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
             f"{a.threads} threads, pyvene {pv.__version__ if hasattr(pv, '__version__') else '0.1.8'} + torch "
