@@ -299,6 +299,11 @@ fn plain_block_matmul<T: candle_core::quantized::k_quants::GgmlType>(
     let blocks =
         unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
     let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    if m == 1 {
+        // Decoding: the same dot products, with the weight prefetched ahead.
+        let out = super::quant_avx2::block_gemv::gemv(&xs, blocks, n);
+        return Ok(Tensor::from_vec(out, (m, n), x.device())?);
+    }
     let mut out = vec![0f32; m * n];
     candle_core::quantized::k_quants::matmul((m, k, n), &xs, blocks, &mut out)?;
     Ok(Tensor::from_vec(out, (m, n), x.device())?)

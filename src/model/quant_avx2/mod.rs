@@ -9,6 +9,7 @@
 //! grouped in tiles or split between threads: a row's result depends on that row alone.
 
 mod activations;
+pub(crate) mod block_gemv;
 #[cfg(target_arch = "x86_64")]
 mod formats;
 #[cfg(target_arch = "x86_64")]
