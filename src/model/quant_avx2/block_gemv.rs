@@ -1,4 +1,4 @@
-//! One activation row against a weight of candle's block types (Q4_K, Q6_K): candle's own dot
+//! One activation row against a weight of candle's block types (used for Q4_K): candle's own dot
 //! products (`vec_dot_4` over column quads, `vec_dot_2` / `vec_dot` over the 0..=3 columns
 //! left), grouped as `k_quants::matmul` groups them for any number of rows, so a row's values
 //! are the same alone or in a batch. What this adds is a prefetch of the weight quads ahead:

@@ -10,14 +10,18 @@ pub(super) trait Format {
     /// What the per-block offset sums are multiplied by at the end (value = d * q + offset),
     /// `None` where values are `d * q` alone.
     const OFFSET: Option<f32>;
-    /// The block's values as the integer dot product wants them.
-    type Unpacked: Copy;
+    /// Whether [`Format::unpack`] gives signed bytes (else unsigned, at most 31).
+    const SIGNED: bool;
     /// Lane 0: the scale `d`; lane 1: the offset's factor (`m`, or `d` where the offset is a
     /// multiple of `d`); lanes 2, 3: zero or anything (multiplied by the zeros of `ds`).
-    unsafe fn scales(block: *const u8) -> __m128;
-    unsafe fn unpack(block: *const u8) -> Self::Unpacked;
-    /// Products of the block's values with 32 activation bytes, summed in pairs (16 x i16).
-    unsafe fn pair_sums(w: Self::Unpacked, act: __m256i) -> __m256i;
+    /// Unless a format says otherwise: `d` and `m`, the block's first two f16 values.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn scales(block: *const u8) -> __m128 {
+        f16_pair(block)
+    }
+    /// The block's 32 quantized values, a byte each.
+    unsafe fn unpack(block: *const u8) -> __m256i;
 }
 
 /// `d` (f16) and `m` (f16), then 16 bytes of nibbles: value = d * q + m.
@@ -32,22 +36,11 @@ pub(super) struct Q8_0;
 impl Format for Q4_1 {
     const BYTES: usize = 20;
     const OFFSET: Option<f32> = Some(1.0);
-    type Unpacked = __m256i;
-    #[inline]
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn scales(block: *const u8) -> __m128 {
-        f16_pair(block)
-    }
+    const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack(block: *const u8) -> __m256i {
         nibbles(block.add(4))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn pair_sums(w: __m256i, act: __m256i) -> __m256i {
-        // u8 weights (<= 31) times i8 activations, pairs summed: at most 7874, no saturation.
-        _mm256_maddubs_epi16(w, act)
     }
 }
 
@@ -55,7 +48,7 @@ impl Format for Q5_0 {
     const BYTES: usize = 22;
     // d * (q - 16) = d * q - 16 * d: the offset sums d * sum(act); -16 is exact in binary.
     const OFFSET: Option<f32> = Some(-16.0);
-    type Unpacked = __m256i;
+    const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn scales(block: *const u8) -> __m128 {
@@ -65,43 +58,25 @@ impl Format for Q5_0 {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack(block: *const u8) -> __m256i {
-        let high = (block.add(2) as *const u32).read_unaligned();
-        _mm256_or_si256(nibbles(block.add(6)), fifth_bits(high))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn pair_sums(w: __m256i, act: __m256i) -> __m256i {
-        _mm256_maddubs_epi16(w, act)
+        five_bits(block.add(2), block.add(6))
     }
 }
 
 impl Format for Q5_1 {
     const BYTES: usize = 24;
     const OFFSET: Option<f32> = Some(1.0);
-    type Unpacked = __m256i;
-    #[inline]
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn scales(block: *const u8) -> __m128 {
-        f16_pair(block)
-    }
+    const SIGNED: bool = false;
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack(block: *const u8) -> __m256i {
-        let high = (block.add(4) as *const u32).read_unaligned();
-        _mm256_or_si256(nibbles(block.add(8)), fifth_bits(high))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn pair_sums(w: __m256i, act: __m256i) -> __m256i {
-        _mm256_maddubs_epi16(w, act)
+        five_bits(block.add(4), block.add(8))
     }
 }
 
 impl Format for Q8_0 {
     const BYTES: usize = 34;
     const OFFSET: Option<f32> = None;
-    /// |q| (as u8, 128 for -128) and q, for `maddubs` (unsigned times signed).
-    type Unpacked = (__m256i, __m256i);
+    const SIGNED: bool = true;
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn scales(block: *const u8) -> __m128 {
@@ -110,15 +85,8 @@ impl Format for Q8_0 {
     }
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn unpack(block: *const u8) -> (__m256i, __m256i) {
-        let q = _mm256_loadu_si256(block.add(2) as *const __m256i);
-        (_mm256_abs_epi8(q), q)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn pair_sums(w: (__m256i, __m256i), act: __m256i) -> __m256i {
-        // |q| * (act with q's sign): at most 128 * 127 * 2 = 32512, no saturation.
-        _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(act, w.1))
+    unsafe fn unpack(block: *const u8) -> __m256i {
+        _mm256_loadu_si256(block.add(2) as *const __m256i)
     }
 }
 
@@ -137,6 +105,14 @@ unsafe fn nibbles(at: *const u8) -> __m256i {
     let packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(at as *const __m128i));
     let shifted = _mm256_srlv_epi64(packed, _mm256_set_epi64x(4, 4, 0, 0));
     _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+}
+
+/// 5-bit values: 32 fifth bits (little-endian u32) at `high`, 16 bytes of nibbles at `low`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn five_bits(high: *const u8, low: *const u8) -> __m256i {
+    let bits = (high as *const u32).read_unaligned();
+    _mm256_or_si256(nibbles(low), fifth_bits(bits))
 }
 
 /// 0x10 in byte j (of 32) where bit j of `bits` is set.

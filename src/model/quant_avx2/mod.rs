@@ -56,7 +56,6 @@ pub(crate) fn matmul(q: &QTensor, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, (m, n), x.device())?)
 }
 
-#[cfg(target_arch = "x86_64")]
 fn columns(
     dtype: GgmlDType,
     data: &[u8],
@@ -65,24 +64,20 @@ fn columns(
     acts: &[activations::ActBlock],
     m: usize,
 ) -> Result<Vec<f32>> {
-    use formats::{Q4_1, Q5_0, Q5_1, Q8_0};
-    match dtype {
-        GgmlDType::Q4_1 => tiles::matmul::<Q4_1>(data, n, k, acts, m),
-        GgmlDType::Q5_0 => tiles::matmul::<Q5_0>(data, n, k, acts, m),
-        GgmlDType::Q5_1 => tiles::matmul::<Q5_1>(data, n, k, acts, m),
-        GgmlDType::Q8_0 => tiles::matmul::<Q8_0>(data, n, k, acts, m),
-        other => Err(crate::invalid!("no AVX2 kernel for {other:?}")),
+    #[cfg(target_arch = "x86_64")]
+    {
+        use formats::{Q4_1, Q5_0, Q5_1, Q8_0};
+        match dtype {
+            GgmlDType::Q4_1 => tiles::matmul::<Q4_1>(data, n, k, acts, m),
+            GgmlDType::Q5_0 => tiles::matmul::<Q5_0>(data, n, k, acts, m),
+            GgmlDType::Q5_1 => tiles::matmul::<Q5_1>(data, n, k, acts, m),
+            GgmlDType::Q8_0 => tiles::matmul::<Q8_0>(data, n, k, acts, m),
+            other => Err(crate::invalid!("no AVX2 kernel for {other:?}")),
+        }
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn columns(
-    dtype: GgmlDType,
-    _: &[u8],
-    _: usize,
-    _: usize,
-    _: &[activations::ActBlock],
-    _: usize,
-) -> Result<Vec<f32>> {
-    Err(crate::invalid!("no AVX2 kernel for {dtype:?} off x86-64"))
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, n, k, acts, m);
+        Err(crate::invalid!("no AVX2 kernel for {dtype:?} off x86-64"))
+    }
 }

@@ -101,12 +101,20 @@ unsafe fn dots<F: Format, const R: usize, const C: usize>(
             _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH_BYTES) as *const i8);
             let scales = F::scales(block);
             let w = F::unpack(block);
+            // `maddubs` multiplies unsigned by signed bytes: signed weights lend their sign to
+            // the activations. At most 128 * 127 * 2 (signed) or 31 * 127 * 2: no saturation.
+            let w_unsigned = if F::SIGNED { _mm256_abs_epi8(w) } else { w };
             for r in 0..R {
                 let a = &*acts[r].add(b);
                 // Lane 0: weight d times activation d; lane 1: offset factor times d * sum(q).
                 let ds = _mm_mul_ps(scales, _mm_load_ps(a.ds.as_ptr()));
                 let aq = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                let sums = _mm256_madd_epi16(F::pair_sums(w, aq), ones);
+                let aq = if F::SIGNED {
+                    _mm256_sign_epi8(aq, w)
+                } else {
+                    aq
+                };
+                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w_unsigned, aq), ones);
                 acc[r][c] = _mm256_fmadd_ps(
                     _mm256_broadcastss_ps(ds),
                     _mm256_cvtepi32_ps(sums),
