@@ -284,13 +284,13 @@ fn quantized_matmul_rows_do_not_depend_on_the_batch() {
     }
 }
 
-/// The types vene multiplies with its own AVX2 kernel (candle's are scalar on x86-64) give
-/// what candle's kernel gives: both round activations to 8-bit blocks (candle keeps the block
-/// scale in f16, vene in f32, hence the small tolerance).
+/// The types vene multiplies with its own AVX2 kernels (candle's are scalar on x86-64, or
+/// cache repacked copies: Q8_0) give what candle's kernel gives: both round activations to
+/// 8-bit blocks (candle keeps the block scale in f16, vene in f32, hence the small tolerance).
 #[test]
 fn own_quantized_kernels_match_candle() {
     use candle_core::quantized::{GgmlDType as G, QMatMul};
-    for dtype in [G::Q4_1, G::Q5_0, G::Q5_1] {
+    for dtype in [G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0] {
         let q = std::sync::Arc::new(QTensor::quantize(&uniform(&[40, 512], 13), dtype).unwrap());
         let x = uniform(&[7, 512], 14);
         let lin = FLinear::from_weight(Weight::Quantized(q.clone()), None).unwrap();

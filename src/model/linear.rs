@@ -302,7 +302,8 @@ fn add_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// it does not touch as the base run has them), except where candle picks its kernel by the
 /// number of rows: there rows go through in chunks that all take the kernel one row takes.
 fn quantized_matmul(q: &Arc<QTensor>, x: &Tensor) -> Result<Tensor> {
-    // Types candle multiplies with scalar code only (Q4_1, Q5_0, Q5_1): our AVX2 kernel.
+    // Types candle multiplies with scalar code only (Q4_1, Q5_0, Q5_1), and Q8_0 (the tied LM
+    // heads): our AVX2 kernels.
     if super::quant_avx2::supports(q) {
         return super::quant_avx2::matmul(q, x);
     }
@@ -356,6 +357,12 @@ fn plain_block_matmul<T: candle_core::quantized::k_quants::GgmlType>(
     let blocks =
         unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
     let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    if m == 1 && T::DTYPE == GgmlDType::Q4K {
+        // Decoding: the same dot products, with the weight prefetched ahead (0.86x the time on
+        // a 16384x2048 Q4_K; Q6_K's dot products are the slower part: no gain there).
+        let out = super::quant_avx2::block_gemv::gemv(&xs, blocks, n);
+        return Ok(Tensor::from_vec(out, (m, n), x.device())?);
+    }
     let mut out = vec![0f32; m * n];
     candle_core::quantized::k_quants::matmul((m, k, n), &xs, blocks, &mut out)?;
     Ok(Tensor::from_vec(out, (m, n), x.device())?)

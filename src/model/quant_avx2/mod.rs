@@ -1,0 +1,83 @@
+//! Quantized matmul with vene's own AVX2 kernels for the GGML block types of the GGUF files it
+//! runs: Q4_1, Q5_0 and Q5_1 (candle 0.11 multiplies them with scalar code on x86-64) and Q8_0
+//! (the tied LM heads of SmolLM2 and Gemma-3). Each activation row is rounded to 8-bit blocks
+//! of 32 (as candle's other kernels and llama.cpp do), then integer dot products run against
+//! the weight blocks, several weight rows (output columns) at a time.
+//!
+//! Batch invariance: every output value (row, col) is computed by the same instructions in the
+//! same order with its own accumulators, whatever the number of rows and however columns are
+//! grouped in tiles or split between threads: a row's result depends on that row alone.
+
+mod activations;
+pub(crate) mod block_gemv;
+#[cfg(target_arch = "x86_64")]
+mod formats;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
+
+use crate::error::Result;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Tensor;
+
+const BLOCK: usize = 32;
+
+/// Whether [`matmul`] serves this weight on this CPU.
+pub(crate) fn supports(q: &QTensor) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        matches!(
+            q.dtype(),
+            GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_0
+        ) && q.device().is_cpu()
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = q;
+        false
+    }
+}
+
+/// `x @ q^T` for an f32 `x` (m, k) and a weight `q` (n, k) that [`supports`] accepts.
+pub(crate) fn matmul(q: &QTensor, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = q.shape().dims2()?;
+    let (m, xk) = x.dims2()?;
+    if xk != k || !k.is_multiple_of(BLOCK) {
+        return Err(crate::invalid!(
+            "quantized matmul: input rows of {xk} against a ({n}, {k}) weight"
+        ));
+    }
+    let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let acts = activations::quantize(&xs, k);
+    let data = q.data()?;
+    let out = columns(q.dtype(), &data, n, k, &acts, m)?;
+    Ok(Tensor::from_vec(out, (m, n), x.device())?)
+}
+
+fn columns(
+    dtype: GgmlDType,
+    data: &[u8],
+    n: usize,
+    k: usize,
+    acts: &[activations::ActBlock],
+    m: usize,
+) -> Result<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use formats::{Q4_1, Q5_0, Q5_1, Q8_0};
+        match dtype {
+            GgmlDType::Q4_1 => tiles::matmul::<Q4_1>(data, n, k, acts, m),
+            GgmlDType::Q5_0 => tiles::matmul::<Q5_0>(data, n, k, acts, m),
+            GgmlDType::Q5_1 => tiles::matmul::<Q5_1>(data, n, k, acts, m),
+            GgmlDType::Q8_0 => tiles::matmul::<Q8_0>(data, n, k, acts, m),
+            other => Err(crate::invalid!("no AVX2 kernel for {other:?}")),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, n, k, acts, m);
+        Err(crate::invalid!("no AVX2 kernel for {dtype:?} off x86-64"))
+    }
+}
