@@ -4,6 +4,7 @@ pub mod attention;
 pub mod cache;
 pub mod decoder;
 pub mod device;
+pub mod fused;
 pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
