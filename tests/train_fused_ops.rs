@@ -1,8 +1,8 @@
-//! The fused training ops (src/model/fused.rs: RMSNorm, rotate-half rotary, SiLU(gate) * up)
-//! against candle's elementary ops and central finite differences: the forward must equal the
-//! composite op's to float rounding, and the gradient of a random projection of the output
-//! must equal the composite op's autodiff gradient and the finite-difference directional
-//! derivative along random directions.
+//! The fused training ops (src/model/fused.rs: RMSNorm, LayerNorm, rotate-half rotary,
+//! SiLU(gate) * up) against candle's elementary ops and central finite differences: the
+//! forward must equal the composite op's to float rounding, and the gradient of a random
+//! projection of the output must equal the composite op's autodiff gradient and the
+//! finite-difference directional derivative along random directions.
 
 use candle_core::{Device, Tensor, Var, D};
 use vene::model::fused;
@@ -118,6 +118,22 @@ fn rms_norm_matches_composite_and_finite_differences() {
         &[x],
         &|t| fused::rms_norm(&t[0], &w, 1e-5).unwrap().unwrap(),
         &|t| candle_nn::ops::rms_norm_slow(&t[0], &w, 1e-5).unwrap(),
+    );
+}
+
+#[test]
+fn layer_norm_matches_composite_and_finite_differences() {
+    let w = (gaussian(&[16], 8) * 0.5)
+        .unwrap()
+        .affine(1.0, 1.0)
+        .unwrap();
+    let b = gaussian(&[16], 9);
+    let x = gaussian(&[3, 5, 16], 4).affine(1.0, 0.7).unwrap();
+    check(
+        "layer_norm",
+        &[x],
+        &|t| fused::layer_norm(&t[0], &w, &b, 1e-5).unwrap().unwrap(),
+        &|t| candle_nn::ops::layer_norm_slow(&t[0], &w, &b, 1e-5).unwrap(),
     );
 }
 

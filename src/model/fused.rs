@@ -1,8 +1,8 @@
-//! Fused differentiable ops for training (CPU, f32): RMSNorm, rotate-half rotary and the
+//! Fused differentiable ops for training (CPU, f32): RMSNorm, LayerNorm, rotate-half rotary and the
 //! gated SiLU product, each one pass forward and one pass backward. Built from candle's
 //! elementary ops, each of these keeps several f32 intermediates alive until the backward
 //! pass (every candle op holds its inputs); a fused op holds only its own inputs. Model
-//! weights are frozen, so the norm weight gets no gradient.
+//! weights are frozen, so norm weights and biases get no gradient.
 //!
 //! Callers use them through `ops` and `norm`, which fall back to the composite ops where
 //! these do not apply (other devices or dtypes, shapes they do not cover).
@@ -128,6 +128,113 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     }
     let op = RmsNormOp {
         w: Arc::new(f32_vec(w)?),
+        eps,
+    };
+    Ok(Some(x.contiguous()?.apply_op1(op)?))
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+/// `(x - mean(x)) / sqrt(var(x) + eps) * w + b` over the last dimension.
+struct LayerNormOp {
+    w: Arc<Vec<f32>>,
+    b: Arc<Vec<f32>>,
+    eps: f32,
+}
+
+impl LayerNormOp {
+    /// Mean and 1 / standard deviation of one row.
+    fn stats(&self, row: &[f32]) -> (f32, f32) {
+        let n = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / n;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+}
+
+impl CustomOp1 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(s, l, self.name())?;
+        let n = self.w.len();
+        let mut y = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+            let (mean, r) = self.stats(xr);
+            for (((y, x), w), b) in yr.iter_mut().zip(xr).zip(self.w.iter()).zip(self.b.iter()) {
+                *y = (x - mean) * r * w + b;
+            }
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let norm = LayerNormOp {
+            w: self.w.clone(),
+            b: self.b.clone(),
+            eps: self.eps,
+        };
+        Ok(Some(x.apply_op2_no_bwd(
+            &g.contiguous()?,
+            &LayerNormGrad { norm },
+        )?))
+    }
+}
+
+/// The input's gradient of [`LayerNormOp`]: with `u = g * w` and `z = (x - mean) r`,
+/// `dx = r (u - mean(u) - z mean(u z))`.
+struct LayerNormGrad {
+    norm: LayerNormOp,
+}
+
+impl CustomOp2 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(s1, l1, self.name())?;
+        let g = values(s2, l2, self.name())?;
+        let w = &self.norm.w;
+        let n = w.len();
+        let mut dx = vec![0f32; x.len()];
+        for ((xr, gr), dr) in x
+            .chunks_exact(n)
+            .zip(g.chunks_exact(n))
+            .zip(dx.chunks_exact_mut(n))
+        {
+            let (mean, r) = self.norm.stats(xr);
+            let (mut su, mut suz) = (0f32, 0f32);
+            for ((x, g), w) in xr.iter().zip(gr).zip(w.iter()) {
+                let u = g * w;
+                su += u;
+                suz += u * (x - mean) * r;
+            }
+            let (mu, muz) = (su / n as f32, suz / n as f32);
+            for (((d, x), g), w) in dr.iter_mut().zip(xr).zip(gr).zip(w.iter()) {
+                *d = r * (g * w - mu - (x - mean) * r * muz);
+            }
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// LayerNorm of `x` over its last dimension with the frozen `w` and `b`, or `None` where the
+/// fused op does not apply.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    let width = x.dims().last().copied();
+    let fits = |t: &Tensor| fusable(t) && t.rank() == 1 && Some(t.dim(0).unwrap_or(0)) == width;
+    if !fusable(x) || !fits(w) || !fits(b) {
+        return Ok(None);
+    }
+    let op = LayerNormOp {
+        w: Arc::new(f32_vec(w)?),
+        b: Arc::new(f32_vec(b)?),
         eps,
     };
     Ok(Some(x.contiguous()?.apply_op1(op)?))
