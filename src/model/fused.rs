@@ -31,6 +31,42 @@ fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// A new tensor whose every row of width `n` is `f(row of x, row out)`.
+fn map_rows(
+    s: &CpuStorage,
+    l: &Layout,
+    n: usize,
+    op: &str,
+    f: impl Fn(&[f32], &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let x = values(s, l, op)?;
+    let mut y = vec![0f32; x.len()];
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        f(xr, yr);
+    }
+    Ok((CpuStorage::F32(y), l.shape().clone()))
+}
+
+/// A new tensor whose every row of width `n` is `f(row of x, row of g, row out)`.
+fn map_row_pairs(
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    n: usize,
+    op: &str,
+    f: impl Fn(&[f32], &[f32], &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (x, g) = (values(s1, l1, op)?, values(s2, l2, op)?);
+    let mut y = vec![0f32; x.len()];
+    for ((xr, gr), yr) in x
+        .chunks_exact(n)
+        .zip(g.chunks_exact(n))
+        .zip(y.chunks_exact_mut(n))
+    {
+        f(xr, gr, yr);
+    }
+    Ok((CpuStorage::F32(y), l1.shape().clone()))
+}
+
 // ---------------------------------------------------------------- RMSNorm
 
 /// `x / sqrt(mean(x^2) + eps) * w` over the last dimension.
@@ -52,16 +88,12 @@ impl CustomOp1 for RmsNormOp {
         "fused-rms-norm"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s, l, self.name())?;
-        let n = self.w.len();
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        map_rows(s, l, self.w.len(), self.name(), |xr, yr| {
             let r = self.inv_rms(xr);
             for ((y, x), w) in yr.iter_mut().zip(xr).zip(self.w.iter()) {
                 *y = x * r * w;
             }
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        })
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let grad = x.apply_op2_no_bwd(
@@ -94,16 +126,9 @@ impl CustomOp2 for RmsNormGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s1, l1, self.name())?;
-        let g = values(s2, l2, self.name())?;
         let w = &self.norm.w;
         let n = w.len();
-        let mut dx = vec![0f32; x.len()];
-        for ((xr, gr), dr) in x
-            .chunks_exact(n)
-            .zip(g.chunks_exact(n))
-            .zip(dx.chunks_exact_mut(n))
-        {
+        map_row_pairs((s1, l1), (s2, l2), n, self.name(), |xr, gr, dr| {
             let r = self.norm.inv_rms(xr);
             let dot: f32 = xr
                 .iter()
@@ -115,8 +140,7 @@ impl CustomOp2 for RmsNormGrad {
             for (((d, x), g), w) in dr.iter_mut().zip(xr).zip(gr).zip(w.iter()) {
                 *d = r * g * w - x * k;
             }
-        }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        })
     }
 }
 
@@ -157,16 +181,13 @@ impl CustomOp1 for LayerNormOp {
         "fused-layer-norm"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s, l, self.name())?;
-        let n = self.w.len();
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        map_rows(s, l, self.w.len(), self.name(), |xr, yr| {
             let (mean, r) = self.stats(xr);
-            for (((y, x), w), b) in yr.iter_mut().zip(xr).zip(self.w.iter()).zip(self.b.iter()) {
+            let params = self.w.iter().zip(self.b.iter());
+            for ((y, x), (w, b)) in yr.iter_mut().zip(xr).zip(params) {
                 *y = (x - mean) * r * w + b;
             }
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        })
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let norm = LayerNormOp {
@@ -198,29 +219,20 @@ impl CustomOp2 for LayerNormGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s1, l1, self.name())?;
-        let g = values(s2, l2, self.name())?;
         let w = &self.norm.w;
-        let n = w.len();
-        let mut dx = vec![0f32; x.len()];
-        for ((xr, gr), dr) in x
-            .chunks_exact(n)
-            .zip(g.chunks_exact(n))
-            .zip(dx.chunks_exact_mut(n))
-        {
+        let n = w.len() as f32;
+        map_row_pairs((s1, l1), (s2, l2), w.len(), self.name(), |xr, gr, dr| {
             let (mean, r) = self.norm.stats(xr);
             let (mut su, mut suz) = (0f32, 0f32);
             for ((x, g), w) in xr.iter().zip(gr).zip(w.iter()) {
-                let u = g * w;
-                su += u;
-                suz += u * (x - mean) * r;
+                su += g * w;
+                suz += g * w * (x - mean) * r;
             }
-            let (mu, muz) = (su / n as f32, suz / n as f32);
+            let (mu, muz) = (su / n, suz / n);
             for (((d, x), g), w) in dr.iter_mut().zip(xr).zip(gr).zip(w.iter()) {
                 *d = r * (g * w - mu - (x - mean) * r * muz);
             }
-        }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        })
     }
 }
 
