@@ -43,6 +43,14 @@ impl Mlp {
                 up,
                 down,
                 act,
+            } if !hooks.wants(site) => {
+                down.forward(&act.gated(&gate.forward(h)?, &up.forward(h)?)?)?
+            }
+            Mlp::Gated {
+                gate,
+                up,
+                down,
+                act,
             } => {
                 let a = apply(hooks, site, act.forward(&gate.forward(h)?)?)?;
                 down.forward(&(a * up.forward(h)?)?)?

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod decoder;
 pub mod device;
 mod f32_rows;
+pub mod fused;
 pub mod gemma;
 pub mod gguf;
 pub mod gpt2;

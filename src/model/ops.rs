@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor, D};
 const MASKED: f32 = -1e9;
 
 pub fn softmax(x: &Tensor, diff: bool) -> Result<Tensor> {
-    Ok(if diff {
+    Ok(if needs_grad(x, diff) {
         candle_nn::ops::softmax(x, D::Minus1)?
     } else {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)?
@@ -34,8 +34,11 @@ impl LayerNorm {
         })
     }
     pub fn forward(&self, x: &Tensor, diff: bool) -> Result<Tensor> {
-        Ok(if diff {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)?
+        Ok(if needs_grad(x, diff) {
+            match super::fused::layer_norm(x, &self.weight, &self.bias, self.eps)? {
+                Some(y) => y,
+                None => candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)?,
+            }
         } else {
             candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)?
         })
@@ -56,8 +59,11 @@ impl RmsNorm {
         })
     }
     pub fn forward(&self, x: &Tensor, diff: bool) -> Result<Tensor> {
-        Ok(if diff {
-            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps)?
+        Ok(if needs_grad(x, diff) {
+            match super::fused::rms_norm(x, &self.weight, self.eps)? {
+                Some(y) => y,
+                None => candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps)?,
+            }
         } else {
             candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?
         })
@@ -78,6 +84,13 @@ pub fn linear(
         None
     };
     FLinear::from_weight(w, b)
+}
+
+/// Whether an op on `x` must be one with a backward pass: on the differentiable path, and
+/// only where `x` carries a gradient (below the first intervention nothing does, and the fast
+/// kernels serve).
+pub fn needs_grad(x: &Tensor, diff: bool) -> bool {
+    diff && x.track_op()
 }
 
 /// Additive attention bias (batch, 1, q, past + q): 0 where query i (absolute position
@@ -138,6 +151,9 @@ pub fn attention_bias_with(
 
 /// Applies rotate-half rotary to the first `cos.dim(-1)` features of x (batch, heads, seq, d).
 pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if let Some(y) = super::fused::rotary(x, cos, sin)? {
+        return Ok(y);
+    }
     let d = x.dim(D::Minus1)?;
     let rot = cos.dim(D::Minus1)?;
     let (xr, xp) = if rot < d {
@@ -259,6 +275,16 @@ impl Activation {
                 ))
             }
         })
+    }
+    /// `act(gate) * up` (gated MLPs); fused for SiLU where the product carries a gradient, so
+    /// the backward keeps only `gate` and `up`.
+    pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        if self == Activation::Silu && (gate.track_op() || up.track_op()) {
+            if let Some(y) = super::fused::silu_mul(gate, up)? {
+                return Ok(y);
+            }
+        }
+        Ok((self.forward(gate)? * up)?)
     }
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {

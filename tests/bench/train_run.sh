@@ -5,6 +5,11 @@
 # tests/bench/TRAIN.md.
 #
 #   tests/bench/train_run.sh [--threads N] [--steps N] [--warmup N] [--only smollm2|gpt2]
+#       [--weights as-stored|f32]
+#
+# --weights is how vene keeps the model's linear weights (the load's weight mode): as-stored,
+# the default (SmolLM2's GGUF blocks stay Q4_1; training multiplies by each weight dequantized
+# to exact f32 per call), or f32 (dequantized once at load, as PyTorch holds the model).
 #
 # Models: SmolLM2-135M (the default model's GGUF from the vene cache, fetched if missing, or
 # $VENE_MODEL) and a random GPT-2-small-shaped model that make_gpt2_small.py writes to
@@ -20,15 +25,18 @@ THREADS=$(nproc)
 STEPS=8
 WARMUP=2
 ONLY=""
+WEIGHTS=as-stored
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --weights) WEIGHTS=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+export VENE_BENCH_WEIGHTS=$WEIGHTS
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 WORK=${VENE_BENCH_DIR:-${TMPDIR:-/tmp}/vene-bench}
 mkdir -p "$WORK"
@@ -45,7 +53,7 @@ for line in sys.stdin:
 [ -x "$BIN" ] || { echo "building the bench failed; run: cargo bench --bench train_step --no-run" >&2; exit 1; }
 
 bench() { # name path
-  python3 tests/bench/train_torch.py --vene "$BIN" --model "$2" --name "$1" --steps "$STEPS" \
+  python3 tests/bench/train_torch.py --vene "$BIN" --model "$2" --name "$1 (vene $WEIGHTS)" --steps "$STEPS" \
     --warmup "$WARMUP" --threads "$THREADS" --out "$RES" 2>&1 \
     | grep -v -e nnsight -e 'de-quantizing' -e Warning >&2 || true
 }
@@ -63,7 +71,7 @@ if [ "$ONLY" != "smollm2" ]; then
 fi
 
 python3 - "$RES" "$THREADS" <<'PY'
-import json, sys, platform, datetime
+import json, os, sys, platform, datetime
 rows = [json.loads(l) for l in open(sys.argv[1])]
 threads = sys.argv[2]
 cpu = "?"
@@ -80,7 +88,8 @@ for r in rows:
     a["peak"] = max(a["peak"], r["peak_rss_kb"])
     a["load"] = max(a["load"], r["rss_after_load_kb"])
 print()
-print(f"{datetime.date.today()} · {cpu} · {threads} threads · {platform.system()} {platform.machine()}")
+print(f"{datetime.date.today()} · {cpu} · {threads} threads · {platform.system()} {platform.machine()} · load average at the end "
+      f"{' '.join(f'{l:.2f}' for l in os.getloadavg())}")
 print()
 print("One DAS step (LowRankRotatedSpace rank 16, middle layer block_output, batch 32 x 16 tokens, "
       "CE at the last position, backward, Adam); the engines alternate step by step. "

@@ -7,9 +7,12 @@
 //!
 //! ```text
 //! cargo bench --bench train_step -- [--model PATH] [--name NAME] [--steps 8] [--warmup 2]
-//!     [--batch 32] [--seq 16] [--rank 16] [--out FILE.jsonl]
+//!     [--batch 32] [--seq 16] [--rank 16] [--weights as-stored] [--out FILE.jsonl]
 //! ```
 //! Without --model it uses the default model (SmolLM2-135M, fetched into the cache if needed).
+//! `--weights` (or $VENE_BENCH_WEIGHTS) is the load's weight mode: as-stored (the default: a
+//! GGUF's blocks stay quantized, and training multiplies by each weight dequantized to f32 per
+//! call) or f32 (dequantized once at load, as PyTorch holds the model).
 //! Threads: RAYON_NUM_THREADS. Appends one JSON object to --out (or prints it): per-step
 //! milliseconds, median, steps per second, RSS after load and peak RSS (VmHWM), first and last
 //! loss. With `--serve` it loads the model and then takes one step per `step` line on stdin,
@@ -52,6 +55,7 @@ fn main() -> vene::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut model_path, mut name, mut out) = (None, String::from("model"), None);
     let mut serve = false;
+    let mut weights = std::env::var("VENE_BENCH_WEIGHTS").unwrap_or_else(|_| "as-stored".into());
     let (mut steps, mut warmup, mut batch, mut seq, mut rank) =
         (8usize, 2usize, 32usize, 16usize, 16usize);
     while let Some(a) = args.next() {
@@ -65,6 +69,7 @@ fn main() -> vene::Result<()> {
             "--batch" => batch = val().parse().expect("--batch N"),
             "--seq" => seq = val().parse().expect("--seq N"),
             "--rank" => rank = val().parse().expect("--rank N"),
+            "--weights" => weights = val(),
             "--serve" => serve = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -75,7 +80,11 @@ fn main() -> vene::Result<()> {
         None => vene::fetch::default_model(true)?,
     };
     let t0 = Instant::now();
-    let model = Arc::new(Model::load(&path)?);
+    let options = vene::LoadOptions {
+        weights: vene::model::WeightMode::parse(&weights)?,
+        ..Default::default()
+    };
+    let model = Arc::new(Model::load_with(&path, &options)?);
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let info = model.info().clone();
     let vocab = info.vocab_size.unwrap_or(1) as u64;
@@ -168,6 +177,7 @@ fn main() -> vene::Result<()> {
         "loss_first": losses[0],
         "loss_last": losses[losses.len() - 1],
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "weights": weights,
     });
     match out {
         Some(p) => {
