@@ -393,57 +393,72 @@ fn fits_f16(x: &Tensor) -> Result<bool> {
 /// Backward of `x @ w^T` for a frozen `w`: only the input's gradient, `grad @ w` (with `w`
 /// widened to f32 on the fly for half and quantized storage). candle's matmul would also
 /// build a weight gradient for every frozen matrix after an intervention.
+///
+/// The op's one operand is the input (there so the graph reaches it); its output is the
+/// product computed beforehand, handed over in `product` and taken out at the forward, so the
+/// graph holds the product once (as this op's output), not also as an operand.
 struct FrozenMatmul {
     w: Weight,
+    product: std::sync::Mutex<Option<Tensor>>,
 }
 
-impl candle_core::CustomOp2 for FrozenMatmul {
+impl FrozenMatmul {
+    fn take_product(&self) -> candle_core::Result<Tensor> {
+        self.product
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("frozen-matmul: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul: forward ran twice".into()))
+    }
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
         "frozen-matmul"
     }
-    /// Passes the precomputed product (second operand) through; the first operand is the
-    /// input, there only so the graph reaches it.
     fn cpu_fwd(
         &self,
-        _s1: &candle_core::CpuStorage,
-        _l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
+        _s: &candle_core::CpuStorage,
+        _l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage as S;
-        let (a, b) = l2
+        let product = self.take_product()?;
+        let (storage, layout) = product.storage_and_layout();
+        let (a, b) = layout
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("frozen-matmul: non-contiguous".into()))?;
-        let out = match s2 {
-            S::F32(v) => S::F32(v[a..b].to_vec()),
-            S::F64(v) => S::F64(v[a..b].to_vec()),
+        let out = match &*storage {
+            candle_core::Storage::Cpu(S::F32(v)) => S::F32(v[a..b].to_vec()),
+            candle_core::Storage::Cpu(S::F64(v)) => S::F64(v[a..b].to_vec()),
             _ => return Err(candle_core::Error::Msg("frozen-matmul: dtype".into())),
         };
-        Ok((out, l2.shape().clone()))
+        Ok((out, layout.shape().clone()))
     }
-    /// The same pass-through on a GPU: a copy of the product's buffer, which
+    /// The same hand-over on a GPU: a copy of the product's buffer, which
     /// [`frozen_forward`] makes fresh (contiguous from offset 0).
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _s1: &candle_core::CudaStorage,
-        _l1: &candle_core::Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &candle_core::Layout,
+        _s: &candle_core::CudaStorage,
+        _l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
         use candle_core::backend::BackendStorage;
-        if !l2.is_contiguous() || l2.start_offset() != 0 {
+        let product = self.take_product()?;
+        let (storage, layout) = product.storage_and_layout();
+        if !layout.is_contiguous() || layout.start_offset() != 0 {
             candle_core::bail!("frozen-matmul: the product must be contiguous from offset 0")
         }
-        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+        match &*storage {
+            candle_core::Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("frozen-matmul: the product is not on the GPU"),
+        }
     }
     fn bwd(
         &self,
-        _a1: &Tensor,
-        _a2: &Tensor,
+        _arg: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<Option<Tensor>> {
         let w = match &self.w {
             Weight::F32(w) => w.clone(),
             other => other
@@ -451,7 +466,7 @@ impl candle_core::CustomOp2 for FrozenMatmul {
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
         };
         let w = w.to_dtype(grad.dtype())?;
-        Ok((Some(grad.matmul(&w)?), None))
+        Ok(Some(grad.matmul(&w)?))
     }
 }
 
@@ -471,7 +486,11 @@ pub fn frozen_forward(x: &Tensor, w: &Weight, b: Option<&Tensor>) -> Result<Tens
             Weight::F32(_) => w.matmul_t(&x2.detach())?,
             _ => x2.detach().matmul(&w.to_f32()?.t()?)?,
         };
-        add_bias(x2.apply_op2(&pre, FrozenMatmul { w: w.clone() })?, b)?
+        let op = FrozenMatmul {
+            w: w.clone(),
+            product: std::sync::Mutex::new(Some(pre)),
+        };
+        add_bias(x2.apply_op1(op)?, b)?
     } else {
         w.affine(&x2, b)?
     };
