@@ -8,7 +8,7 @@
 
 /// Row counts up to this go through [`matmul_t`]; larger ones through candle's gemm, which
 /// amortizes its packing over enough rows to win.
-pub(crate) const MAX_ROWS: usize = 48;
+pub(crate) const MAX_ROWS: usize = 128;
 
 /// Whether this CPU runs the kernel.
 pub(crate) fn supported() -> bool {
@@ -61,6 +61,9 @@ pub(crate) fn matmul_t(
 
 /// Weight rows per tile.
 const COLS: usize = 4;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use kernel::hsum;
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
@@ -180,9 +183,10 @@ mod kernel {
         out
     }
 
+    /// The sum of the 8 lanes, in a fixed order.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(crate) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));

@@ -1,5 +1,6 @@
 //! Models with named hook sites: our own implementations of each architecture on candle.
 
+mod act_avx2;
 pub mod attention;
 pub mod cache;
 pub mod decoder;

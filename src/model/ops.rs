@@ -287,6 +287,15 @@ impl Activation {
         Ok((self.forward(gate)? * up)?)
     }
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        use super::act_avx2::{apply, Kind};
+        let fast = match self {
+            Activation::GeluTanh => apply(Kind::GeluTanh, x)?,
+            Activation::Silu => apply(Kind::Silu, x)?,
+            _ => None,
+        };
+        if let Some(y) = fast {
+            return Ok(y);
+        }
         Ok(match self {
             Activation::Gelu => x.gelu_erf()?,
             Activation::GeluTanh => x.gelu()?,

@@ -6,6 +6,7 @@ use super::activations::ActBlock;
 use super::formats::Format;
 use super::BLOCK;
 use crate::error::Result;
+use crate::model::f32_rows::hsum;
 use std::arch::x86_64::*;
 
 /// Weight rows a decoding tile reads together (one activation row).
@@ -137,15 +138,6 @@ unsafe fn dots<F: Format, const R: usize, const C: usize>(
         }
     }
     out
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
 }
 
 const _: () = assert!(BLOCK == 32);
