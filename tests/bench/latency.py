@@ -103,6 +103,8 @@ def main():
                     help="any of interchange, steer, sweep, trace (trace is long: not in the default)")
     ap.add_argument("--trace-samples", type=int, default=10, help="noise samples of the trace (ROME: 10)")
     ap.add_argument("--trace-rounds", type=int, default=1)
+    ap.add_argument("--trace-per-cell", action="store_true",
+                    help="pyvene trace in ROME's loop shape (one forward per cell) instead of the batched loop")
     ap.add_argument("--out")
     ap.add_argument("--priority", action="store_true",
                     help="run (both engines alike) in an own scheduler autogroup at nice -15, as run.sh --priority")
@@ -275,7 +277,7 @@ def main():
             start, end = traces[bins[0][1]]["subject_positions"]
             cmd = [sys.executable, os.path.join(ROOT, "tests/bench/trace_pyvene.py"), hf,
                    ",".join(map(str, ids)), str(start), str(end), str(target),
-                   "--samples", str(a.trace_samples)]
+                   "--samples", str(a.trace_samples), *(["--per-cell"] if a.trace_per_cell else [])]
             t = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True)
             ms = (time.perf_counter() - t) * 1000
@@ -291,7 +293,9 @@ def main():
             for n, fn in engines:
                 res[n].append(fn())
         med = {n: statistics.median(v) for n, v in res.items()}
-        report(f"SmolLM2 `vene trace` (ROME, {a.trace_samples} samples, 3 kinds), whole process, f32 weights", med)
+        shape = "ROME-style per-cell" if a.trace_per_cell else "batched"
+        report(f"SmolLM2 `vene trace` (ROME, {a.trace_samples} samples, 3 kinds) vs a {shape} pyvene loop, "
+               "whole process, f32 weights", med)
         diff = max(abs(x - y) for g in traces[bins[0][1]]["grids"]
                    for rv, rp in zip(g["scores"], traces["pyvene"]["grids"][g["kind"]]) for x, y in zip(rv, rp))
         rows.append(f"\nTrace grids (3 kinds x 30 layers x 10 positions), vene vs pyvene: max abs diff {diff:.1e}.")

@@ -6,10 +6,11 @@ subject's token embeddings, added to the input embeddings at the subject's posit
 Careful means: the clean activations are recorded once and handed to pyvene as
 source_representations (no source forward per cell); one IntervenableModel per (kind, layer),
 restoring every position from the subject on at once (rows = positions x samples); positions
-before the subject are not run (restoring them cannot change anything).
+before the subject are not run (restoring them cannot change anything). `--per-cell` runs ROME's
+own loop shape instead: one forward per (kind, layer, position), the noise samples as its batch.
 
     python3 tests/bench/trace_pyvene.py MODEL_DIR IDS SUBJ_START SUBJ_END TARGET \
-        [--samples 10] [--seed 1] [--noise 3] [--window 10]
+        [--samples 10] [--seed 1] [--noise 3] [--window 10] [--per-cell]
 
 IDS comma-separated, the subject is positions SUBJ_START..SUBJ_END (end exclusive), as
 `vene trace --json` reports them. Prints one JSON line: p_clean, p_corrupt and per kind the
@@ -57,6 +58,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--noise", type=float, default=3.0)
     ap.add_argument("--window", type=int, default=10)
+    ap.add_argument("--per-cell", action="store_true",
+                    help="ROME's own loop shape: one forward per (kind, layer, position) cell, the samples as its batch")
     a = ap.parse_args()
     model = AutoModelForCausalLM.from_pretrained(a.model_dir, torch_dtype=torch.float32).eval()
     ids = torch.tensor([[int(x) for x in a.ids.split(",")]])
@@ -79,8 +82,6 @@ def main():
         clean = clean_activations(model, ids)
 
         positions = list(range(b, n))
-        row_pos = [p for p in positions for _ in range(s)]
-        base = {"inputs_embeds": corrupt.repeat(len(positions), 1, 1)}
         grids = {}
         for kind in KINDS:
             grid = [[p_corrupt] * n_layers for _ in range(n)]
@@ -88,12 +89,17 @@ def main():
                 layers = [layer] if kind == "block_output" else list(window(layer, a.window, n_layers))
                 cfg = pv.IntervenableConfig([{"layer": l, "component": kind} for l in layers])
                 ivm = pv.IntervenableModel(cfg, model)
-                locs = [[[p] for p in row_pos]] * len(layers)
-                reps = [clean[(kind, l)][0, row_pos].unsqueeze(1) for l in layers]
-                _, out = ivm(base, unit_locations={"base": locs}, source_representations=reps)
-                means = p_target(out.logits).reshape(len(positions), s).mean(dim=1)
-                for i, p in enumerate(positions):
-                    grid[p][layer] = float(means[i])
+                # Per cell: each position alone, its samples as the batch; else all at once.
+                groups = [[p] for p in positions] if a.per_cell else [positions]
+                for group in groups:
+                    rows = [p for p in group for _ in range(s)]
+                    locs = [[[p] for p in rows]] * len(layers)
+                    reps = [clean[(kind, l)][0, rows].unsqueeze(1) for l in layers]
+                    inputs = {"inputs_embeds": corrupt.repeat(len(group), 1, 1)}
+                    _, out = ivm(inputs, unit_locations={"base": locs}, source_representations=reps)
+                    means = p_target(out.logits).reshape(len(group), s).mean(dim=1)
+                    for i, p in enumerate(group):
+                        grid[p][layer] = float(means[i])
             grids[kind] = grid
     print(json.dumps({"p_clean": p_clean, "p_corrupt": p_corrupt, "grids": grids}))
 
