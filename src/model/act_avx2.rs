@@ -19,30 +19,28 @@ pub(crate) fn apply(kind: Kind, x: &Tensor) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() || !supported() {
         return Ok(None);
     }
-    let (storage, layout) = x.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
+    let out = super::linear::with_cpu_f32(x, |input| {
+        let mut out = vec![0f32; input.len()];
+        // Large tensors in parallel pieces; each value's arithmetic is the same either way.
+        const PIECE: usize = 1 << 15;
+        let run = |(i, o): (&[f32], &mut [f32])| {
+            // SAFETY: `supported()` checked AVX2 and FMA.
+            unsafe { kernel::map(kind, i, o) }
+        };
+        if input.len() <= PIECE {
+            run((input, &mut out));
+        } else {
+            use rayon::prelude::*;
+            input
+                .par_chunks(PIECE)
+                .zip(out.par_chunks_mut(PIECE))
+                .for_each(run);
+        }
+        out
+    });
+    let Some(out) = out else {
         return Ok(None);
     };
-    let input = &v[a..b];
-    let mut out = vec![0f32; input.len()];
-    // Large tensors in parallel pieces; each value's arithmetic is the same either way.
-    const PIECE: usize = 1 << 15;
-    let run = |(i, o): (&[f32], &mut [f32])| {
-        // SAFETY: `supported()` checked AVX2 and FMA.
-        unsafe { kernel::map(kind, i, o) }
-    };
-    if input.len() <= PIECE {
-        run((input, &mut out));
-    } else {
-        use rayon::prelude::*;
-        input
-            .par_chunks(PIECE)
-            .zip(out.par_chunks_mut(PIECE))
-            .for_each(run);
-    }
-    drop(storage);
     Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
 }
 

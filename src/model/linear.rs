@@ -261,17 +261,16 @@ fn small_rows_matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Optio
     if m == 0 || m > super::f32_rows::MAX_ROWS || k != wk || !super::f32_rows::supported() {
         return Ok(None);
     }
-    let out = with_cpu_f32(x, |x| {
-        with_cpu_f32(w, |w| match b {
-            None => Some(super::f32_rows::matmul_t(x, w, None, m, k, n)),
-            Some(b) if b.elem_count() == n => {
-                with_cpu_f32(b, |b| super::f32_rows::matmul_t(x, w, Some(b), m, k, n))
-            }
-            Some(_) => None,
-        })
+    if b.is_some_and(|b| b.elem_count() != n) {
+        return Ok(None);
+    }
+    let product = |x: &[f32], w: &[f32]| match b {
+        None => Some(super::f32_rows::matmul_t(x, w, None, m, k, n)),
+        Some(b) => with_cpu_f32(b, |b| super::f32_rows::matmul_t(x, w, Some(b), m, k, n)),
+    };
+    let out = with_cpu_f32(x, |x| with_cpu_f32(w, |w| product(x, w)))
         .flatten()
-    })
-    .flatten();
+        .flatten();
     Ok(match out {
         Some(out) => Some(Tensor::from_vec(out, (m, n), x.device())?),
         None => None,
@@ -279,7 +278,7 @@ fn small_rows_matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Optio
 }
 
 /// Runs `f` on the values of a contiguous f32 CPU tensor in place (`None` for any other).
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
         (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::intervention::{registry, Intervention, Spec};
 use crate::invalid;
 use crate::subspace::Dims;
-use candle_core::{DType, Device, Storage, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use std::any::Any;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::{align_of, offset_of, size_of};
@@ -316,16 +316,11 @@ fn f32_cpu(t: &Tensor) -> Result<Tensor> {
 
 /// Runs `f` over the contiguous f32 data of `t` (no copy for CPU f32 tensors).
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let n = t.elem_count();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(cpu), Some((start, end))) if end - start == n => {
-            f(&cpu.as_slice::<f32>()?[start..end])
-        }
-        _ => Err(invalid!(
+    crate::model::linear::with_cpu_f32(t, f).unwrap_or_else(|| {
+        Err(invalid!(
             "internal: expected a contiguous f32 CPU tensor for a plugin call"
-        )),
-    }
+        ))
+    })
 }
 
 /// Whether `dims` selects every one of `d` features (then the plugin's output is taken whole).
