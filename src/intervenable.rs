@@ -993,6 +993,28 @@ impl Hooks for Plan<'_> {
         // Linked interventions hand outputs on within one step, never across steps.
         self.hot.clear();
     }
+
+    fn unchanged_prefix(&self) -> usize {
+        self.setters
+            .iter()
+            .filter(|s| self.active(s))
+            .map(|s| first_set_position(self.owner.reps[s.rep].unit, s))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// The first position any row of `s` writes; 0 when its units are not positions (whole
+/// tensors, heads, `attention_weight`'s dim 1, time steps).
+fn first_set_position(unit: Unit, s: &Setter) -> usize {
+    let per_position =
+        !s.site.component.is_head() && s.site.component != Component::AttentionWeight;
+    let rows = match (&s.units, unit) {
+        (Units::Index(rows), Unit::Pos) if per_position => rows,
+        (Units::HeadPos { positions, .. }, Unit::HeadPos) => positions,
+        _ => return 0,
+    };
+    rows.iter().flatten().copied().min().unwrap_or(0)
 }
 
 impl Plan<'_> {

@@ -437,6 +437,55 @@ fn gradients_through_mlp() {
     run(mlp());
 }
 
+/// Above the intervened layer, the positions before the first intervened one (position 0
+/// here: the base units are [2] and [1]) run without a gradient and lend their keys and values
+/// to the rest (`Decoder::run_split`); the gradient checks above go through that split. Here the
+/// differentiable forward must give the fast forward's logits at every position, those
+/// positions included, with sliding windows and two rotary tables (gemma3_text).
+#[test]
+fn split_differentiable_forward_matches_the_fast_forward_everywhere() {
+    for name in ["gpt2", "llama", "gemma3_text"] {
+        let arch = hf(name);
+        let dim = arch
+            .model
+            .site_info(vene::Component::BlockOutput)
+            .unwrap()
+            .dim;
+        let mut iv = build(&arch, "RotatedSpaceIntervention", r#""interchange_dim": 4"#);
+        perturb(&mut iv, "RotatedSpaceIntervention", dim);
+        let req = Request {
+            base: Some(arch.base.clone()),
+            sources: vec![Some(arch.source.clone())],
+            locations: Some(vec![Location {
+                source: Units::Index(arch.units.0.clone()),
+                base: Units::Index(arch.units.1.clone()),
+            }]),
+            logits: LogitPositions::All,
+            ..Default::default()
+        };
+        let all = |differentiable: bool| {
+            let out = if differentiable {
+                iv.forward_differentiable(&req).unwrap()
+            } else {
+                iv.forward(&req).unwrap()
+            };
+            out.intervened.logits.unwrap()
+        };
+        let (slow, fast) = (all(true), all(false));
+        assert_eq!(slow.dims(), fast.dims(), "{name}");
+        let diff = scalar(&(&slow - &fast).unwrap().abs().unwrap().max_all().unwrap());
+        assert!(diff < 1e-4, "{name}: logits differ by {diff:e}");
+        let opts = vene::ForwardOptions::default();
+        let plain = arch.model.forward(&arch.base, &mut vene::NoHooks, &opts);
+        let plain = (&fast - plain.unwrap().logits.unwrap()).unwrap();
+        let plain = scalar(&plain.abs().unwrap().max_all().unwrap());
+        assert!(
+            plain > 1e-3,
+            "{name}: the intervention must change the logits ({plain:e})"
+        );
+    }
+}
+
 /// What the check guards against: candle's fused kernels (used by the fast inference path)
 /// have no backward pass, and candle then silently returns no gradient. On the fast path the
 /// rotation gets no gradient (the check above fails such a parameter), or, should candle ever

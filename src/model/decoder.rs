@@ -5,7 +5,7 @@
 use super::attention::{Attention, AttentionInputs};
 use super::cache::KvCache;
 use super::head::Head;
-use super::hooks::{apply, Hooks};
+use super::hooks::{apply, Hooks, NoHooks};
 use super::linear::Weight;
 use super::norm::Norm;
 use super::ops::{self, Activation, FLinear};
@@ -446,6 +446,13 @@ impl Decoder {
                 )?);
             }
         }
+        let split = match (
+            joins.is_empty() && leave.is_none() && opts.differentiable,
+            &cache,
+        ) {
+            (true, None) => self.grad_split(hooks, s),
+            _ => None,
+        };
         for (i, blk) in self.blocks.iter().enumerate().skip(first) {
             let o = &blk.attn.opts;
             let bias = &biases[&mask_kind(o)];
@@ -498,10 +505,100 @@ impl Decoder {
                     x = x.narrow(0, 0, kept.batch_seq()?.0)?;
                 }
             }
+            if let Some((l, unchanged)) = split {
+                if l == i {
+                    let parts = SplitParts {
+                        biases: &biases,
+                        rotary: &rotary,
+                        unchanged,
+                    };
+                    x = self.run_split(x, i + 1, &parts, opts.stop_after_layer)?;
+                    if opts.stop_after_layer.is_some() {
+                        return Ok(ForwardOutput {
+                            logits: None,
+                            hidden: x,
+                        });
+                    }
+                    break;
+                }
+            }
         }
         let head_input = leave.map_or(input, |(_, kept)| kept);
         let hidden = self.final_norm.forward(&x, opts.differentiable)?;
         let logits = self.head.forward(&hidden, &opts.logits, head_input)?;
         Ok(ForwardOutput { logits, hidden })
+    }
+}
+
+/// What `Decoder::run_split` shares with the forward that hands over to it.
+struct SplitParts<'a> {
+    /// Additive masks (batch, 1, seq, seq) by window kind, for the whole sequence.
+    biases: &'a HashMap<(Option<usize>, bool), Tensor>,
+    /// cos and sin (batch, 1, seq, dim) of each rotary table, for the whole sequence.
+    rotary: &'a [(Tensor, Tensor)],
+    /// Leading positions no hook changed (`Hooks::unchanged_prefix`).
+    unchanged: usize,
+}
+
+impl Decoder {
+    /// For a differentiable forward: the last layer any hook wants and the leading positions
+    /// no hook changes, when above that layer some positions need no gradient.
+    fn grad_split(&self, hooks: &dyn Hooks, seq: usize) -> Option<(usize, usize)> {
+        let unchanged = hooks.unchanged_prefix();
+        if unchanged == 0 || unchanged >= seq {
+            return None;
+        }
+        let last = (0..self.blocks.len())
+            .rev()
+            .find(|&l| Component::ALL.iter().any(|&c| hooks.wants(Site::new(l, c))))?;
+        (last + 1 < self.blocks.len()).then_some((last, unchanged))
+    }
+
+    /// Layers `from..` once no hook acts any more, run in two parts: the leading positions no
+    /// hook changed carry no gradient (a causal model's earlier positions never see later
+    /// ones), so they run on the fast path without one and lend their keys and values to the
+    /// rest, which alone carries the gradient. The backward then covers only the positions
+    /// an intervention reached. Returns the hidden states after the last layer run
+    /// (`stop` or the last one).
+    fn run_split(
+        &self,
+        x: Tensor,
+        from: usize,
+        parts: &SplitParts,
+        stop: Option<usize>,
+    ) -> Result<Tensor> {
+        let (seq, p) = (x.dim(1)?, parts.unchanged);
+        let mut head = x.narrow(1, 0, p)?.detach();
+        let mut tail = x.narrow(1, p, seq - p)?;
+        let mut cache = KvCache::new();
+        for (i, blk) in self.blocks.iter().enumerate().skip(from) {
+            let o = &blk.attn.opts;
+            let bias = &parts.biases[&(o.window, o.pad_rows_attend_causally)];
+            let rot = o.rope.map(|r| &parts.rotary[r]);
+            let narrow_rot = |start, len| -> Result<Option<(Tensor, Tensor)>> {
+                Ok(match rot {
+                    Some((c, s)) => Some((c.narrow(2, start, len)?, s.narrow(2, start, len)?)),
+                    None => None,
+                })
+            };
+            let (head_bias, head_rot) = (bias.narrow(2, 0, p)?.narrow(3, 0, p)?, narrow_rot(0, p)?);
+            let head_inputs = AttentionInputs {
+                bias: &head_bias,
+                rotary: head_rot.as_ref(),
+                differentiable: false,
+            };
+            head = blk.forward(i, head, &head_inputs, &mut NoHooks, &mut Some(&mut cache))?;
+            let (tail_bias, tail_rot) = (bias.narrow(2, p, seq - p)?, narrow_rot(p, seq - p)?);
+            let tail_inputs = AttentionInputs {
+                bias: &tail_bias,
+                rotary: tail_rot.as_ref(),
+                differentiable: true,
+            };
+            tail = blk.forward(i, tail, &tail_inputs, &mut NoHooks, &mut Some(&mut cache))?;
+            if stop == Some(i) {
+                break;
+            }
+        }
+        Ok(Tensor::cat(&[&head, &tail], 1)?)
     }
 }

@@ -15,6 +15,13 @@ pub trait Hooks {
     /// Recurrent models (pyvene's GRU) call this before each time step `t`, so the calls of
     /// one site can be told apart (unit "t"); other models never call it.
     fn time_step(&mut self, _t: usize) {}
+    /// How many leading positions of every row no hook changes, at any site. In a causal
+    /// model those positions never see later ones, so above the last hooked layer they are
+    /// what a plain forward computes and carry no gradient: a differentiable forward runs them
+    /// without one (see `Decoder::run_split`). 0 (the default) when unknown.
+    fn unchanged_prefix(&self) -> usize {
+        0
+    }
 }
 
 /// A forward without interventions.
