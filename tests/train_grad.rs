@@ -219,17 +219,22 @@ fn perturb_rotation(v: &Var, seed: u64) {
 }
 
 /// The loss of one forward (differentiable path when asked).
-fn loss(iv: &IntervenableModel, arch: &Arch, differentiable: bool) -> Tensor {
-    let req = Request {
+/// The interchange every check runs: the source's units into the base's.
+fn request(arch: &Arch, logits: LogitPositions) -> Request {
+    Request {
         base: Some(arch.base.clone()),
         sources: vec![Some(arch.source.clone())],
         locations: Some(vec![Location {
             source: Units::Index(arch.units.0.clone()),
             base: Units::Index(arch.units.1.clone()),
         }]),
-        logits: LogitPositions::Last,
+        logits,
         ..Default::default()
-    };
+    }
+}
+
+fn loss(iv: &IntervenableModel, arch: &Arch, differentiable: bool) -> Tensor {
+    let req = request(arch, LogitPositions::Last);
     let out = if differentiable {
         iv.forward_differentiable(&req).unwrap()
     } else {
@@ -453,16 +458,7 @@ fn split_differentiable_forward_matches_the_fast_forward_everywhere() {
             .dim;
         let mut iv = build(&arch, "RotatedSpaceIntervention", r#""interchange_dim": 4"#);
         perturb(&mut iv, "RotatedSpaceIntervention", dim);
-        let req = Request {
-            base: Some(arch.base.clone()),
-            sources: vec![Some(arch.source.clone())],
-            locations: Some(vec![Location {
-                source: Units::Index(arch.units.0.clone()),
-                base: Units::Index(arch.units.1.clone()),
-            }]),
-            logits: LogitPositions::All,
-            ..Default::default()
-        };
+        let req = request(&arch, LogitPositions::All);
         let all = |differentiable: bool| {
             let out = if differentiable {
                 iv.forward_differentiable(&req).unwrap()
