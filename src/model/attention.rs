@@ -161,7 +161,7 @@ impl Attention {
         let group = heads / kv;
         let grouped = !inputs.differentiable;
         let (k, v) = if grouped {
-            (k.contiguous()?, v.contiguous()?)
+            (batched_operand(k)?, batched_operand(v)?)
         } else {
             (ops::repeat_kv(k, group)?, ops::repeat_kv(v, group)?)
         };
@@ -213,6 +213,16 @@ impl Attention {
 }
 
 /// Normalizes per-head q or k (batch, heads, seq, d) per head or over the merged projection.
+/// Keys or values (batch, kv_heads, seq, d) as a batched matmul reads them: on the CPU a
+/// view whose positions are contiguous rows and whose heads are evenly spaced (what the KV
+/// cache hands back) is read in place; anything else is copied to contiguous.
+fn batched_operand(t: Tensor) -> Result<Tensor> {
+    let (st, dims) = (t.stride(), t.dims());
+    let in_place =
+        t.device().is_cpu() && st[3] == 1 && st[2] == dims[3] && st[0] == st[1] * dims[1];
+    Ok(if in_place { t } else { t.contiguous()? })
+}
+
 fn norm_heads(norm: &Norm, x: &Tensor, per_head: bool, diff: bool) -> Result<Tensor> {
     if per_head {
         return norm.forward(x, diff);
