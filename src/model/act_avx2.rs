@@ -30,11 +30,19 @@ pub(crate) fn apply(kind: Kind, x: &Tensor) -> Result<Option<Tensor>> {
         if input.len() <= PIECE {
             run((input, &mut out));
         } else {
-            use rayon::prelude::*;
-            input
-                .par_chunks(PIECE)
-                .zip(out.par_chunks_mut(PIECE))
-                .for_each(run);
+            // On candle's pool, as the matmuls (see f32_rows::matmul_t).
+            let out_at = out.as_mut_ptr() as usize;
+            let pieces = input.len().div_ceil(PIECE);
+            candle_core::utils::barrier_pool().execute_chunked(pieces, |r| {
+                for i in r {
+                    let (start, end) = (i * PIECE, ((i + 1) * PIECE).min(input.len()));
+                    // SAFETY: pieces are disjoint ranges of `out`, which outlives the pool call.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut((out_at as *mut f32).add(start), end - start)
+                    };
+                    run((&input[start..end], o));
+                }
+            });
         }
         out
     });

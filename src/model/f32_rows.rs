@@ -1,14 +1,17 @@
-//! `x @ w^T` for f32 weights at small row counts (decoding, short prompts, the LM head of a
-//! few positions). A general gemm packs the whole (out, in) weight into its own layout on
-//! every call, which at a few rows costs more than the multiply itself (43-49% of a 1 x 16
-//! GPT-2 forward); here each weight row is read once, in place, and dotted with every input
-//! row while it sits in L1. Every output value is one 8-lane FMA chain over `in` in order,
-//! then a fixed horizontal sum: a row's result depends on that row alone, whatever the
-//! number of rows or how they are tiled.
+//! `x @ w^T` for f32 weights up to [`MAX_ROWS`] rows (decoding, prompts, the LM head of a
+//! few positions, the batches of interchanges and traces). A general gemm packs the whole
+//! (out, in) weight into its own layout on every call, which at a few rows costs more than
+//! the multiply itself (43-49% of a 1 x 16 GPT-2 forward); here each weight row is read
+//! once, in place, and dotted with every input row while it sits in L1. Every output value is
+//! one 8-lane FMA chain over `in` in order, then a fixed horizontal sum: a row's result
+//! depends on that row alone, whatever the number of rows or how they are tiled.
 
-/// Row counts up to this go through [`matmul_t`]; larger ones through candle's gemm, which
-/// amortizes its packing over enough rows to win.
-pub(crate) const MAX_ROWS: usize = 128;
+/// Row counts up to this go through [`matmul_t`]; larger ones through candle's gemm. Below
+/// about 256 rows this kernel is faster than gemm, which packs the whole weight on every call;
+/// up to 1024 rows it is as fast, and it runs on candle's barrier pool where gemm runs on
+/// rayon's: mixing the two pools costs more (each spins while the other works: a ROME trace ran
+/// 11% faster with every product here). At 2048 rows gemm's blocking wins by a few percent.
+pub(crate) const MAX_ROWS: usize = 1024;
 
 /// Whether this CPU runs the kernel.
 pub(crate) fn supported() -> bool {
@@ -37,7 +40,7 @@ pub(crate) fn matmul_t(
     let out_at = out.as_mut_ptr() as usize;
     // Column ranges in whole tiles, a few per thread for balance; small matrices stay on
     // the calling thread (a task costs a few microseconds).
-    let threads = rayon::current_num_threads().max(1);
+    let threads = candle_core::utils::get_num_threads().max(1);
     let work = m * n * k;
     let tasks = if work < 1 << 18 { 1 } else { threads * 4 };
     let per_task = n.div_ceil(tasks).next_multiple_of(COLS);
@@ -53,8 +56,10 @@ pub(crate) fn matmul_t(
     if ranges.len() == 1 {
         run(ranges[0]);
     } else {
-        use rayon::prelude::*;
-        ranges.into_par_iter().for_each(run);
+        // candle's own pool, which its elementwise ops and the quantized kernels use too:
+        // a second pool's threads would compete with this one's spinning workers.
+        candle_core::utils::barrier_pool()
+            .execute_chunked(ranges.len(), |r| r.for_each(|i| run(ranges[i])));
     }
     out
 }
