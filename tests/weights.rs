@@ -309,6 +309,38 @@ fn own_quantized_kernels_match_candle() {
     }
 }
 
+/// Linears that read one input (q, k, v; gate and up) share one rounding of it and one pool
+/// call when our kernels serve every weight: each output must be exactly what that linear
+/// gives alone, for mixed formats, biases, a row count that is not a multiple of the tile, a
+/// 3-D input, and a dense weight among them (which sends the lot down the one-by-one path).
+#[test]
+fn shared_input_products_equal_separate_ones() {
+    use candle_core::quantized::GgmlDType as G;
+    let quantized = |rows: usize, dtype: G, seed: u64| {
+        let q = QTensor::quantize(&uniform(&[rows, 512], seed), dtype).unwrap();
+        Weight::Quantized(std::sync::Arc::new(q))
+    };
+    let lins = [
+        FLinear::from_weight(quantized(40, G::Q4_1, 21), Some(uniform(&[40], 22))).unwrap(),
+        FLinear::from_weight(quantized(13, G::Q8_0, 23), None).unwrap(),
+        FLinear::from_weight(quantized(6, G::Q5_0, 24), Some(uniform(&[6], 25))).unwrap(),
+        FLinear::from_weight(Weight::F32(uniform(&[9, 512], 26)), None).unwrap(),
+    ];
+    for shape in [vec![1, 512], vec![5, 512], vec![2, 3, 512]] {
+        let x = uniform(&shape, 27);
+        for set in [&lins[..3], &lins[..]] {
+            let refs: Vec<&FLinear> = set.iter().collect();
+            let shared = vene::model::linear::forward_shared(&refs, &x).unwrap();
+            assert_eq!(shared.len(), set.len());
+            for (l, y) in set.iter().zip(&shared) {
+                let alone = l.forward(&x).unwrap();
+                assert_eq!(y.dims(), alone.dims());
+                assert_eq!(max_abs_diff(y, &alone), 0.0, "{shape:?}: {:?}", l.weight());
+            }
+        }
+    }
+}
+
 /// The frozen backward of every storage kind: the input's gradient matches central finite
 /// differences of the training forward (exact f32 math on the stored weights).
 #[test]

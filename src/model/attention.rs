@@ -3,6 +3,7 @@
 
 use super::cache::{self, KvCache};
 use super::hooks::{apply, Hooks};
+use super::linear::forward_shared;
 use super::norm::Norm;
 use super::ops::{self, FLinear};
 use crate::error::Result;
@@ -89,30 +90,14 @@ impl Attention {
     ) -> Result<Tensor> {
         use Component::*;
         let o = &self.opts;
-        let q = ops::hook_qkv(
-            hooks,
-            layer,
-            QueryOutput,
-            HeadQueryOutput,
-            self.q.forward(h)?,
-            o.heads,
-        )?;
-        let k = ops::hook_qkv(
-            hooks,
-            layer,
-            KeyOutput,
-            HeadKeyOutput,
-            self.k.forward(h)?,
-            o.kv_heads,
-        )?;
-        let v = ops::hook_qkv(
-            hooks,
-            layer,
-            ValueOutput,
-            HeadValueOutput,
-            self.v.forward(h)?,
-            o.kv_heads,
-        )?;
+        // The three projections first (one pool call where the weights allow), then their
+        // hooks in order: a hook never changes `h`.
+        let [q, k, v]: [Tensor; 3] = forward_shared(&[&self.q, &self.k, &self.v], h)?
+            .try_into()
+            .map_err(|_| crate::invalid!("three projections give three outputs"))?;
+        let q = ops::hook_qkv(hooks, layer, QueryOutput, HeadQueryOutput, q, o.heads)?;
+        let k = ops::hook_qkv(hooks, layer, KeyOutput, HeadKeyOutput, k, o.kv_heads)?;
+        let v = ops::hook_qkv(hooks, layer, ValueOutput, HeadValueOutput, v, o.kv_heads)?;
         let (q, k, v) = match o.clip_qkv {
             Some(c) => (q.clamp(-c, c)?, k.clamp(-c, c)?, v.clamp(-c, c)?),
             None => (q, k, v),

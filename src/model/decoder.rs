@@ -6,7 +6,7 @@ use super::attention::{Attention, AttentionInputs};
 use super::cache::KvCache;
 use super::head::Head;
 use super::hooks::{apply, Hooks, NoHooks};
-use super::linear::Weight;
+use super::linear::{forward_shared, Weight};
 use super::norm::Norm;
 use super::ops::{self, Activation, FLinear};
 use super::rope::Rope;
@@ -44,7 +44,10 @@ impl Mlp {
                 down,
                 act,
             } if !hooks.wants(site) => {
-                down.forward(&act.gated(&gate.forward(h)?, &up.forward(h)?)?)?
+                let [g, u]: [Tensor; 2] = forward_shared(&[gate, up], h)?
+                    .try_into()
+                    .map_err(|_| invalid!("two projections give two outputs"))?;
+                down.forward(&act.gated(&g, &u)?)?
             }
             Mlp::Gated {
                 gate,

@@ -498,6 +498,40 @@ pub fn frozen_forward(x: &Tensor, w: &Weight, b: Option<&Tensor>) -> Result<Tens
     Ok(y.reshape(out)?)
 }
 
+/// `x` through several linears that read it alike (a layer's q, k and v; gate and up): what
+/// `forward` on each gives. Without a backward, when our AVX2 kernels serve every weight, `x`
+/// is rounded to 8-bit blocks once and all the products run in one pool call: a decoding step
+/// synchronizes the threads a few times per layer fewer.
+pub fn forward_shared(linears: &[&FLinear], x: &Tensor) -> Result<Vec<Tensor>> {
+    let quantized: Option<Vec<&QTensor>> = linears
+        .iter()
+        .map(|l| match &l.weight {
+            Weight::Quantized(q) if super::quant_avx2::supports(q) => Some(&**q),
+            _ => None,
+        })
+        .collect();
+    let (Some(qs), false) = (quantized, x.track_op()) else {
+        return linears.iter().map(|l| Ok(l.forward(x)?)).collect();
+    };
+    let dims = x.dims().to_vec();
+    let (inn, lead) = match dims.split_last() {
+        Some((&inn, lead)) => (inn, lead.to_vec()),
+        None => return Err(crate::invalid!("a linear layer needs at least a 1-D input")),
+    };
+    let x2 = x
+        .contiguous()?
+        .reshape((lead.iter().product::<usize>(), inn))?;
+    let ys = super::quant_avx2::matmul_shared(&qs, &x2)?;
+    ys.into_iter()
+        .zip(linears)
+        .map(|(y, l)| {
+            let n = y.dim(1)?;
+            let shape: Vec<usize> = lead.iter().copied().chain([n]).collect();
+            Ok(add_bias(y, l.bias.as_ref())?.reshape(shape)?)
+        })
+        .collect()
+}
+
 /// A frozen linear layer: weight (out, in) in any storage and an optional f32 bias.
 #[derive(Clone, Debug)]
 pub struct FLinear {

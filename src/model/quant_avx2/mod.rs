@@ -42,42 +42,68 @@ pub(crate) fn supports(q: &QTensor) -> bool {
 
 /// `x @ q^T` for an f32 `x` (m, k) and a weight `q` (n, k) that [`supports`] accepts.
 pub(crate) fn matmul(q: &QTensor, x: &Tensor) -> Result<Tensor> {
-    let (n, k) = q.shape().dims2()?;
-    let (m, xk) = x.dims2()?;
-    if xk != k || !k.is_multiple_of(BLOCK) {
-        return Err(crate::invalid!(
-            "quantized matmul: input rows of {xk} against a ({n}, {k}) weight"
-        ));
+    let mut out = matmul_shared(&[q], x)?;
+    Ok(out.remove(0))
+}
+
+/// `x @ q^T` for each of several weights that [`supports`] accepts, all of `k` inputs: `x` is
+/// rounded to 8-bit blocks once and every product runs in one pool call. Each value is what
+/// [`matmul`] gives for that weight alone.
+pub(crate) fn matmul_shared(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
+    let (m, k) = x.dims2()?;
+    let mut shapes = Vec::with_capacity(qs.len());
+    for q in qs {
+        let (n, qk) = q.shape().dims2()?;
+        if qk != k || !k.is_multiple_of(BLOCK) {
+            return Err(crate::invalid!(
+                "quantized matmul: input rows of {k} against a ({n}, {qk}) weight"
+            ));
+        }
+        shapes.push(n);
     }
     let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let acts = activations::quantize(&xs, k);
-    let data = q.data()?;
-    let out = columns(q.dtype(), &data, n, k, &acts, m)?;
-    Ok(Tensor::from_vec(out, (m, n), x.device())?)
+    let data = qs
+        .iter()
+        .map(|q| q.data())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let outs = products(qs, &data, &shapes, k, &acts, m)?;
+    outs.into_iter()
+        .zip(shapes)
+        .map(|(out, n)| Ok(Tensor::from_vec(out, (m, n), x.device())?))
+        .collect()
 }
 
-fn columns(
-    dtype: GgmlDType,
-    data: &[u8],
-    n: usize,
+fn products(
+    qs: &[&QTensor],
+    data: &[std::borrow::Cow<'_, [u8]>],
+    shapes: &[usize],
     k: usize,
     acts: &[activations::ActBlock],
     m: usize,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>> {
     #[cfg(target_arch = "x86_64")]
     {
         use formats::{Q4_1, Q5_0, Q5_1, Q8_0};
-        match dtype {
-            GgmlDType::Q4_1 => tiles::matmul::<Q4_1>(data, n, k, acts, m),
-            GgmlDType::Q5_0 => tiles::matmul::<Q5_0>(data, n, k, acts, m),
-            GgmlDType::Q5_1 => tiles::matmul::<Q5_1>(data, n, k, acts, m),
-            GgmlDType::Q8_0 => tiles::matmul::<Q8_0>(data, n, k, acts, m),
-            other => Err(crate::invalid!("no AVX2 kernel for {other:?}")),
+        use tiles::Product;
+        let mut products = Vec::with_capacity(qs.len());
+        for ((q, data), &n) in qs.iter().zip(data).zip(shapes) {
+            products.push(match q.dtype() {
+                GgmlDType::Q4_1 => Product::new::<Q4_1>(data, n, k)?,
+                GgmlDType::Q5_0 => Product::new::<Q5_0>(data, n, k)?,
+                GgmlDType::Q5_1 => Product::new::<Q5_1>(data, n, k)?,
+                GgmlDType::Q8_0 => Product::new::<Q8_0>(data, n, k)?,
+                other => return Err(crate::invalid!("no AVX2 kernel for {other:?}")),
+            });
         }
+        tiles::matmul(&products, k, acts, m)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (data, n, k, acts, m);
-        Err(crate::invalid!("no AVX2 kernel for {dtype:?} off x86-64"))
+        let _ = (data, shapes, k, acts, m);
+        Err(crate::invalid!(
+            "no AVX2 kernel for {:?} off x86-64",
+            qs.first().map(|q| q.dtype())
+        ))
     }
 }

@@ -16,71 +16,120 @@ const ROWS: usize = 4;
 /// How far ahead of the block being read weights are prefetched (4 to 32 KiB measured alike).
 const PREFETCH_BYTES: usize = 16 * 1024;
 
-/// `acts @ data^T`: `m` rows of `k / 32` activation blocks against `n` weight rows of format
-/// `F`, threaded over tiles of output columns.
-pub(super) fn matmul<F: Format>(
-    data: &[u8],
+/// One weight's product, ready to run tile by tile: `n` weight rows of format `F` at `data`,
+/// `row_bytes` each, and the kernel for that format.
+pub(super) struct Product<'a> {
+    data: &'a [u8],
     n: usize,
+    row_bytes: usize,
+    tile: TileFn,
+}
+
+/// Computes one tile (`COLS` output columns of every row); see [`tile`].
+type TileFn = unsafe fn(&Product, &[ActBlock], usize, usize, *mut f32);
+
+impl<'a> Product<'a> {
+    /// `data` as `n` weight rows of `k` values in format `F`, checked against its length.
+    pub(super) fn new<F: Format>(data: &'a [u8], n: usize, k: usize) -> Result<Self> {
+        let row_bytes = k / BLOCK * F::BYTES;
+        if data.len() != n * row_bytes {
+            return Err(crate::invalid!(
+                "quantized matmul: {} bytes of blocks for a ({n}, {k}) weight",
+                data.len()
+            ));
+        }
+        Ok(Product {
+            data,
+            n,
+            row_bytes,
+            tile: tile::<F>,
+        })
+    }
+
+    fn tiles(&self) -> usize {
+        self.n.div_ceil(COLS)
+    }
+}
+
+/// `acts @ data^T` for every product: `m` rows of `k / 32` activation blocks against each
+/// weight, all threaded together over tiles of output columns (one pool call for the lot:
+/// the q, k and v of a layer, or its gate and up, share one synchronization).
+pub(super) fn matmul(
+    products: &[Product],
     k: usize,
     acts: &[ActBlock],
     m: usize,
-) -> Result<Vec<f32>> {
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * F::BYTES;
-    if data.len() != n * row_bytes || acts.len() != m * blocks {
+) -> Result<Vec<Vec<f32>>> {
+    if acts.len() != m * (k / BLOCK) {
         return Err(crate::invalid!(
-            "quantized matmul: {} bytes of blocks for a ({n}, {k}) weight",
-            data.len()
+            "quantized matmul: {} activation blocks for {m} rows of {k}",
+            acts.len()
         ));
     }
-    let mut out = vec![0f32; m * n];
-    let out_at = out.as_mut_ptr() as usize;
-    let (data_at, acts_at) = (data.as_ptr() as usize, acts.as_ptr() as usize);
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLS), |tiles| {
-        let out = out_at as *mut f32;
-        let weight = |col: usize| (data_at as *const u8).wrapping_add(col * row_bytes);
-        let act = |row: usize| (acts_at as *const ActBlock).wrapping_add(row * blocks);
-        for tile in tiles {
-            let first = tile * COLS;
-            let width = COLS.min(n - first);
-            // SAFETY (every call and store below): `supports` checked AVX2, FMA and F16C;
-            // columns `first..first + width` < n and rows < m index whole rows of `data`
-            // (length checked above) and `acts`; each output (row, col) belongs to one tile,
-            // so exactly one worker writes it, inside `out`.
-            unsafe {
-                let store = |row: usize, col: usize, v: f32| *out.add(row * n + first + col) = v;
-                let mut row = 0;
-                // Prompts: four rows share each unpacked weight block.
-                while row + ROWS <= m {
-                    for col in 0..width {
-                        let acts = std::array::from_fn(|i| act(row + i));
-                        let v = dots::<F, ROWS, 1>([weight(first + col)], acts, blocks);
-                        for (i, [v]) in v.into_iter().enumerate() {
-                            store(row + i, col, v);
-                        }
-                    }
-                    row += ROWS;
-                }
-                // Decoding (and a prompt's last rows): four columns share each activation
-                // block.
-                for row in row..m {
-                    if width == COLS {
-                        let w = std::array::from_fn(|c| weight(first + c));
-                        let [v] = dots::<F, 1, COLS>(w, [act(row)], blocks);
-                        for (col, v) in v.into_iter().enumerate() {
-                            store(row, col, v);
-                        }
-                    } else {
-                        for col in 0..width {
-                            let [[v]] = dots::<F, 1, 1>([weight(first + col)], [act(row)], blocks);
-                            store(row, col, v);
-                        }
-                    }
-                }
-            }
+    let mut outs: Vec<Vec<f32>> = products.iter().map(|p| vec![0f32; m * p.n]).collect();
+    let out_at: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+    // Where each product's tiles start in the joint tile range.
+    let starts: Vec<usize> = products
+        .iter()
+        .scan(0, |at, p| {
+            let start = *at;
+            *at += p.tiles();
+            Some(start)
+        })
+        .collect();
+    let total = products.iter().map(Product::tiles).sum();
+    candle_core::utils::barrier_pool().execute_chunked(total, |tiles| {
+        for t in tiles {
+            let i = starts.partition_point(|&s| s <= t) - 1;
+            let p = &products[i];
+            // SAFETY: `Product::new` checked the weight's length, the check above the
+            // activations'; the kernel was chosen by `supports` (AVX2, FMA, F16C); the tile's
+            // output columns belong to it alone, inside `outs[i]`, which outlives the call.
+            unsafe { (p.tile)(p, acts, m, t - starts[i], out_at[i] as *mut f32) };
         }
     });
-    Ok(out)
+    Ok(outs)
+}
+
+/// Output columns `tile * COLS ..` (at most `COLS`) of all `m` rows of `p`'s product.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; `p` and `acts` checked as [`matmul`] does; `out` holds
+/// `m * p.n` values and no other thread writes these columns.
+unsafe fn tile<F: Format>(p: &Product, acts: &[ActBlock], m: usize, tile: usize, out: *mut f32) {
+    let (n, blocks) = (p.n, p.row_bytes / F::BYTES);
+    let first = tile * COLS;
+    let width = COLS.min(n - first);
+    let weight = |col: usize| p.data.as_ptr().wrapping_add(col * p.row_bytes);
+    let act = |row: usize| acts.as_ptr().wrapping_add(row * blocks);
+    let store = |row: usize, col: usize, v: f32| *out.add(row * n + first + col) = v;
+    let mut row = 0;
+    // Prompts: four rows share each unpacked weight block.
+    while row + ROWS <= m {
+        for col in 0..width {
+            let acts = std::array::from_fn(|i| act(row + i));
+            let v = dots::<F, ROWS, 1>([weight(first + col)], acts, blocks);
+            for (i, [v]) in v.into_iter().enumerate() {
+                store(row + i, col, v);
+            }
+        }
+        row += ROWS;
+    }
+    // Decoding (and a prompt's last rows): four columns share each activation block.
+    for row in row..m {
+        if width == COLS {
+            let w = std::array::from_fn(|c| weight(first + c));
+            let [v] = dots::<F, 1, COLS>(w, [act(row)], blocks);
+            for (col, v) in v.into_iter().enumerate() {
+                store(row, col, v);
+            }
+        } else {
+            for col in 0..width {
+                let [[v]] = dots::<F, 1, 1>([weight(first + col)], [act(row)], blocks);
+                store(row, col, v);
+            }
+        }
+    }
 }
 
 /// Dot products of `R` activation rows with `C` weight rows, `blocks` blocks each. The value of
