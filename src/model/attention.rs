@@ -2,6 +2,7 @@
 //! (scale, soft-capping, window, q/k norms, clipping, rotary) instead of per-family code.
 
 use super::cache::{self, KvCache};
+use super::decode_attention;
 use super::hooks::{apply, Hooks};
 use super::linear::forward_shared;
 use super::norm::Norm;
@@ -145,6 +146,17 @@ impl Attention {
         let (kv, t) = (self.opts.kv_heads, k.dim(2)?);
         let group = heads / kv;
         let grouped = !inputs.differentiable;
+        let few_rows = group * s <= decode_attention::MAX_ROWS;
+        if grouped && few_rows && !hooks.wants(Site::new(layer, Component::AttentionWeight)) {
+            let q = q.contiguous()?.reshape((b, kv, group * s, d))?;
+            let scoring = decode_attention::Scoring {
+                scale: self.opts.scale,
+                softcap: self.opts.softcap,
+            };
+            if let Some(values) = decode_attention::attend(&q, &k, &v, inputs.bias, &scoring)? {
+                return self.values_out(layer, values.reshape((b, heads, s, d))?, hooks);
+            }
+        }
         let (k, v) = if grouped {
             (batched_operand(k)?, batched_operand(v)?)
         } else {
@@ -169,6 +181,12 @@ impl Attention {
         } else {
             weights.matmul(&v.contiguous()?)?
         };
+        self.values_out(layer, values, hooks)
+    }
+
+    /// The `head_attention_value_output` and `attention_value_output` sites of the attended
+    /// values (batch, heads, seq, d); returns them merged (batch, seq, heads * d).
+    fn values_out(&self, layer: usize, values: Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let values = apply(
             hooks,
             Site::new(layer, Component::HeadAttentionValueOutput),

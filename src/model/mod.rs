@@ -3,6 +3,7 @@
 mod act_avx2;
 pub mod attention;
 pub mod cache;
+mod decode_attention;
 pub mod decoder;
 pub mod device;
 mod f32_rows;
