@@ -16,7 +16,11 @@ pub(crate) enum Kind {
 /// `kind(x)` when `x` is a contiguous f32 CPU tensor that carries no gradient on an AVX2+FMA
 /// CPU; `None` otherwise (the caller uses candle's op).
 pub(crate) fn apply(kind: Kind, x: &Tensor) -> Result<Option<Tensor>> {
-    if x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() || !supported() {
+    if x.dtype() != DType::F32
+        || !x.device().is_cpu()
+        || x.track_op()
+        || !super::f32_rows::supported()
+    {
         return Ok(None);
     }
     let out = super::linear::with_cpu_f32(x, |input| {
@@ -24,7 +28,7 @@ pub(crate) fn apply(kind: Kind, x: &Tensor) -> Result<Option<Tensor>> {
         // Large tensors in parallel pieces; each value's arithmetic is the same either way.
         const PIECE: usize = 1 << 15;
         let run = |(i, o): (&[f32], &mut [f32])| {
-            // SAFETY: `supported()` checked AVX2 and FMA.
+            // SAFETY: `f32_rows::supported()` checked AVX2 and FMA.
             unsafe { kernel::map(kind, i, o) }
         };
         if input.len() <= PIECE {
@@ -50,17 +54,6 @@ pub(crate) fn apply(kind: Kind, x: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     };
     Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
-}
-
-fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -148,7 +141,7 @@ mod kernel {
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
     pub(super) unsafe fn map(_: super::Kind, _: &[f32], _: &mut [f32]) {
-        unreachable!("supported() is false off x86-64")
+        unreachable!("f32_rows::supported() is false off x86-64")
     }
 }
 

@@ -34,19 +34,16 @@ pub(crate) fn attend(
         return Ok(None);
     }
     let bias = bias.contiguous()?;
+    // Strides and offset of a tensor whose rows of `d` values are contiguous.
     let view = |x: &Tensor| -> Option<(Vec<usize>, usize)> {
         let l = x.layout();
         let st = l.stride();
         (st[3] == 1 && st[2] == d).then(|| (st.to_vec(), l.start_offset()))
     };
-    let (Some((qs, qo)), Some((ks, ko)), Some((vs, vo)), Some((bs, bo))) = (
-        view(q),
-        view(k),
-        view(v),
-        Some((bias.stride().to_vec(), bias.layout().start_offset())),
-    ) else {
+    let (Some((qs, qo)), Some((ks, ko)), Some((vs, vo))) = (view(q), view(k), view(v)) else {
         return Ok(None);
     };
+    let (bs, bo) = (bias.stride().to_vec(), bias.layout().start_offset());
     let (qg, kg, vg, bg) = (
         q.storage_and_layout().0,
         k.storage_and_layout().0,
@@ -102,7 +99,7 @@ pub(crate) fn attend(
 /// `a · b` over equal lengths, eight lanes at a time where AVX2 and FMA are present.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if a.len().is_multiple_of(8) && avx2_fma() {
+    if a.len().is_multiple_of(8) && super::f32_rows::supported() {
         // SAFETY: AVX2 and FMA are present; the lengths are equal multiples of 8.
         return unsafe { simd::dot(a, b) };
     }
@@ -112,18 +109,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `y += w * x` over equal lengths.
 fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if x.len().is_multiple_of(8) && avx2_fma() {
+    if x.len().is_multiple_of(8) && super::f32_rows::supported() {
         // SAFETY: as in `dot`.
         return unsafe { simd::axpy(w, x, y) };
     }
     for (y, x) in y.iter_mut().zip(x) {
         *y += w * x;
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]

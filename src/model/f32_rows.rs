@@ -13,7 +13,8 @@
 /// 11% faster with every product here). At 2048 rows gemm's blocking wins by a few percent.
 pub(crate) const MAX_ROWS: usize = 1024;
 
-/// Whether this CPU runs the kernel.
+/// Whether this CPU has AVX2 and FMA (this kernel, the AVX2 activations and decoding attention
+/// need both).
 pub(crate) fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
