@@ -215,7 +215,6 @@ impl Attention {
     }
 }
 
-/// Normalizes per-head q or k (batch, heads, seq, d) per head or over the merged projection.
 /// Keys or values (batch, kv_heads, seq, d) as a batched matmul reads them: on the CPU a
 /// view whose positions are contiguous rows and whose heads are evenly spaced (what the KV
 /// cache hands back) is read in place; anything else is copied to contiguous.
@@ -226,6 +225,7 @@ fn batched_operand(t: Tensor) -> Result<Tensor> {
     Ok(if in_place { t } else { t.contiguous()? })
 }
 
+/// Normalizes per-head q or k (batch, heads, seq, d) per head or over the merged projection.
 fn norm_heads(norm: &Norm, x: &Tensor, per_head: bool, diff: bool) -> Result<Tensor> {
     if per_head {
         return norm.forward(x, diff);
